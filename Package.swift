@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "sandbox-runner",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "sandbox-runner", targets: ["sandbox-runner"]),
+        .library(name: "SandboxRunner", targets: ["SandboxRunner"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+        .systemLibrary(
+            name: "CArchive",
+            pkgConfig: "libarchive",
+            providers: [.apt(["libarchive-dev"])]
+        ),
+        .target(name: "CSystemShims"),
+        .target(
+            name: "SandboxRunner",
+            dependencies: ["CCurl", "CArchive", "CSystemShims"]
+        ),
+        .executableTarget(
+            name: "sandbox-runner",
+            dependencies: [
+                "SandboxRunner",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "SandboxRunnerTests",
+            dependencies: ["SandboxRunner"]
+        ),
+    ]
+)

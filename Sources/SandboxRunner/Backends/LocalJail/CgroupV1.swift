@@ -1,0 +1,65 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Per-run cgroups (v1 `pids` and `memory` controllers) where this machine lets us make them:
+/// they cap processes for the whole tree and let us kill everything the run left.
+final class CgroupV1: @unchecked Sendable {
+    static let root = "/sys/fs/cgroup"
+    let directories: [String]
+
+    /// The controllers usable here (root, v1 hierarchy mounted and writable).
+    static var available: [String] {
+        guard geteuid() == 0 else { return [] }
+        return ["pids", "memory"].filter { access("\(root)/\($0)", W_OK) == 0 && FileManager.default.fileExists(atPath: "\(root)/\($0)/cgroup.procs") }
+    }
+
+    init?(runId: String, limits: JailLimits) {
+        var dirs: [String] = []
+        for controller in Self.available {
+            let dir = "\(Self.root)/\(controller)/sandbox-runner/\(runId)"
+            do {
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            } catch { continue }
+            let ok: Bool
+            switch controller {
+            case "pids": ok = Self.write("\(limits.processes)", to: "\(dir)/pids.max")
+            default:
+                ok = Self.write("\(limits.memoryBytes)", to: "\(dir)/memory.limit_in_bytes")
+                _ = Self.write("\(limits.memoryBytes)", to: "\(dir)/memory.memsw.limit_in_bytes")
+            }
+            if ok { dirs.append(dir) } else { rmdir(dir) }
+        }
+        guard !dirs.isEmpty else { return nil }
+        directories = dirs
+    }
+
+    var procsFiles: [String] { directories.map { "\($0)/cgroup.procs" } }
+
+    /// SIGKILL to every process in the run's cgroups.
+    func killAll() {
+        for dir in directories {
+            guard let text = try? String(contentsOfFile: "\(dir)/cgroup.procs", encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n") { if let pid = pid_t(line) { kill(pid, SIGKILL) } }
+        }
+    }
+
+    /// Kills what is left and removes the cgroups (they must be empty to go).
+    func remove() {
+        for _ in 0..<50 {
+            killAll()
+            let left = directories.filter { rmdir($0) != 0 && errno != ENOENT }
+            if left.isEmpty { return }
+            usleep(20_000)
+        }
+    }
+
+    @discardableResult
+    static func write(_ value: String, to path: String) -> Bool {
+        let fd = open(path, O_WRONLY)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return value.withCString { Glibc.write(fd, $0, strlen($0)) } >= 0
+    }
+}

@@ -1,0 +1,184 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How strongly the local backend isolates a run.
+public enum IsolationMode: String, Sendable, Codable {
+    /// bubblewrap namespaces + rlimits (+ cgroups where available). The default.
+    case bubblewrap
+    /// rlimits and a private workspace only: the host's files are visible. Opt-in only.
+    case weak
+}
+
+/// The local process jail: bubblewrap with new user, pid, ipc, uts, cgroup and (by default)
+/// network namespaces, read-only system dirs, a fresh workspace as home, a cleared environment,
+/// rlimits set by `prlimit` in the launch chain, a wall-clock timeout, capped output.
+public struct LocalJail: SandboxBackend {
+    public var name: String { "local" }
+    public var mode: IsolationMode
+    public var limits: JailLimits
+    public var python: String
+    public var tools: JailTools
+
+    /// The cgroup v1 controllers runs get here (empty when not root or not mounted).
+    public static var cgroupControllers: [String] { CgroupV1.available }
+
+    /// Where the workspace appears inside the jail.
+    public static let home = "/home/sandbox"
+    /// The variables a script gets besides the job's own.
+    public static func baseEnvironment(home: String) -> [String: String] {
+        ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+         "TZ": "UTC", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"]
+    }
+
+    public init(mode: IsolationMode = .bubblewrap, limits: JailLimits = JailLimits(), tools: JailTools = .discover()) {
+        self.mode = mode
+        self.limits = limits
+        self.tools = tools
+        self.python = tools.python ?? "/usr/bin/python3"
+    }
+
+    public func run(_ job: SandboxJob, killer: ProcessKiller) async throws -> SandboxOutcome {
+        if mode == .bubblewrap, let problem = tools.bubblewrapProblem {
+            throw RunnerError(.unavailable, problem + " Install bubblewrap (apt-get install bubblewrap) and enable user namespaces, "
+                + "or pass --allow-weak-isolation to run without namespaces (the script can then read the host's files).")
+        }
+        guard tools.python != nil else {
+            throw RunnerError(.unavailable, "python3 is not installed at /usr/bin/python3; the jail needs it (apt-get install python3).")
+        }
+        let workspace = try Workspace.create(runId: job.runId)
+        defer { workspace.remove() }
+        try BundleBuilder.extract(job.bundle, into: workspace.url)
+        let uid = try workspace.handOver()
+
+        let cgroup = CgroupV1(runId: job.runId, limits: limits)
+        defer { cgroup?.remove() }
+        if let cgroup { killer.onKill { cgroup.killAll() } }
+
+        let spec = processSpec(job: job, workspace: workspace.url.path, uid: uid, cgroupProcs: cgroup?.procsFiles ?? [])
+        let outcome = try await ProcessRunner.run(spec, killer: killer)
+        return SandboxOutcome(process: outcome, isolation: mode == .bubblewrap ? "bubblewrap" : "weak", network: mode == .weak ? .host : job.network)
+    }
+
+    /// The launch chain: [sh: join cgroups] → [setpriv: drop to the jail uid] → prlimit → bwrap → python3.
+    func processSpec(job: SandboxJob, workspace: String, uid: uid_t?, cgroupProcs: [String]) -> ProcessSpec {
+        let inner = mode == .bubblewrap ? Self.home : workspace
+        var chain: [String] = []
+        if !cgroupProcs.isEmpty {
+            // The shell writes its own pid into each cgroup, then becomes the rest of the chain.
+            let script = "for f in \"$@\"; do shift; [ \"$f\" = -- ] && break; echo $$ > \"$f\" || exit 125; done; exec \"$@\""
+            chain += ["/bin/sh", "-c", script, "sh"] + cgroupProcs + ["--"]
+        }
+        if let uid, let setpriv = tools.setpriv {
+            chain += [setpriv, "--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", "--inh-caps=-all", "--"]
+        }
+        chain += [tools.prlimit ?? "/usr/bin/prlimit",
+                  "--as=\(limits.memoryBytes)", "--cpu=\(limits.cpuSeconds)", "--nproc=\(limits.processes)",
+                  "--fsize=\(limits.fileSizeBytes)", "--nofile=\(limits.openFiles)", "--core=0", "--"]
+        if mode == .bubblewrap {
+            chain += [tools.bwrap ?? "/usr/bin/bwrap"] + Self.bubblewrapArguments(workspace: workspace, network: job.network, tmpBytes: limits.tmpBytes)
+        }
+        chain += [python, "-u", "-B", "-s", "run.py"]
+        let env = Self.baseEnvironment(home: inner).merging(job.environment) { _, job in job }
+        var spec = ProcessSpec(executable: chain[0], arguments: Array(chain.dropFirst()), environment: env,
+                               timeout: job.timeout, outputLimit: job.outputLimit)
+        spec.workingDirectory = mode == .bubblewrap ? nil : workspace
+        return spec
+    }
+
+    /// bubblewrap's arguments: what the jail sees of the host.
+    public static func bubblewrapArguments(workspace: String, network: NetworkPolicy, tmpBytes: Int) -> [String] {
+        var args = ["--unshare-all"]
+        if network == .host { args.append("--share-net") }
+        args += ["--die-with-parent", "--new-session", "--hostname", "sandbox",
+                 "--ro-bind", "/usr", "/usr"]
+        for dir in ["/lib", "/lib64", "/lib32", "/bin", "/sbin"] {
+            if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir) {
+                args += ["--symlink", target, dir]
+            } else if FileManager.default.fileExists(atPath: dir) {
+                args += ["--ro-bind", dir, dir]
+            }
+        }
+        // Only what Python, DNS and TLS need from /etc; never the whole of it.
+        for path in ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates",
+                     "/etc/localtime", "/etc/mime.types"] {
+            args += ["--ro-bind-try", path, path]
+        }
+        args += ["--proc", "/proc", "--dev", "/dev",
+                 "--size", String(tmpBytes), "--tmpfs", "/tmp",
+                 "--bind", workspace, home, "--chdir", home, "--"]
+        return args
+    }
+}
+
+/// Paths of the programs the jail's launch chain uses, found once.
+public struct JailTools: Sendable {
+    public var bwrap: String?
+    public var prlimit: String?
+    public var setpriv: String?
+    public var python: String?
+    /// Why bubblewrap cannot isolate here, or nil when it can.
+    public var bubblewrapProblem: String?
+
+    public static func discover() -> JailTools {
+        func find(_ names: [String]) -> String? { names.first { access($0, X_OK) == 0 } }
+        var t = JailTools()
+        t.bwrap = find(["/usr/bin/bwrap", "/usr/local/bin/bwrap"])
+        t.prlimit = find(["/usr/bin/prlimit", "/bin/prlimit"])
+        t.setpriv = find(["/usr/bin/setpriv", "/bin/setpriv"])
+        t.python = find(["/usr/bin/python3"])
+        t.bubblewrapProblem = probe(t)
+        return t
+    }
+
+    /// Starts an empty jail once: the only sure test that namespaces work here.
+    static func probe(_ t: JailTools) -> String? {
+        guard let bwrap = t.bwrap else { return "bubblewrap (bwrap) is not installed." }
+        guard t.prlimit != nil else { return "prlimit (util-linux) is not installed." }
+        var chain: [String] = []
+        if geteuid() == 0, let setpriv = t.setpriv { chain += [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--"] }
+        chain += [bwrap] + LocalJail.bubblewrapArguments(workspace: "/var/empty-does-not-matter", network: .none, tmpBytes: 1 << 20)
+            .filter { $0 != "--" }
+        // Bind an existing directory as the workspace for the probe.
+        if let i = chain.firstIndex(of: "/var/empty-does-not-matter") { chain[i] = "/usr" }
+        chain += ["--", "/usr/bin/true"]
+        let spec = ProcessSpec(executable: chain[0], arguments: Array(chain.dropFirst()), environment: ["PATH": "/usr/bin:/bin"],
+                               timeout: .seconds(10), outputLimit: 4096)
+        guard let outcome = try? ProcessRunner.runBlocking(spec, killer: ProcessKiller()) else { return "bubblewrap could not be started." }
+        if outcome.exitCode == 0 { return nil }
+        let why = outcome.stderr.text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return "bubblewrap cannot create namespaces here (\(why.isEmpty ? "exit \(outcome.exitCode)" : why))."
+    }
+}
+
+/// A run's private directory, handed to the jail's own uid and removed afterwards.
+struct Workspace {
+    let url: URL
+
+    static func create(runId: String) throws -> Workspace {
+        let base = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        var template = Array("\(base)/sandbox-runner-\(runId.prefix(8))-XXXXXX".utf8CString)
+        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw RunnerError(.unavailable, "Could not create a workspace under \(base) (errno \(errno)).")
+        }
+        return Workspace(url: URL(fileURLWithPath: String(cString: p)))
+    }
+
+    /// When running as root, gives the workspace to a fresh unprivileged uid and returns it:
+    /// the script then runs without root and RLIMIT_NPROC counts only its own processes.
+    func handOver() throws -> uid_t? {
+        guard geteuid() == 0 else { return nil }
+        let uid = uid_t(200_000 + Int.random(in: 0..<800_000))
+        let fm = FileManager.default
+        var paths = [url.path]
+        if let e = fm.enumerator(atPath: url.path) { while let p = e.nextObject() as? String { paths.append(url.appendingPathComponent(p).path) } }
+        for p in paths where lchown(p, uid, uid) != 0 {
+            throw RunnerError(.internalError, "Could not hand the workspace to the jail user (errno \(errno)).")
+        }
+        chmod(url.path, 0o700)
+        return uid
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: url) }
+}

@@ -1,0 +1,44 @@
+import Foundation
+
+/// Whether a sandbox may reach the network.
+public enum NetworkPolicy: String, Sendable, Codable {
+    /// Its own empty network namespace: no network at all.
+    case none
+    /// The host's network (needed to reach PostHog; a later step narrows it to an allowlist).
+    case host
+}
+
+/// Everything a backend needs to run one bundle.
+public struct SandboxJob: Sendable {
+    public var runId: String
+    public var bundle: RunBundle
+    /// Variables given to `python3 run.py` at process start (configuration and secrets).
+    public var environment: [String: String]
+    public var timeout: Duration
+    public var network: NetworkPolicy
+    /// Bytes kept of stdout and of stderr each.
+    public var outputLimit: Int
+
+    public init(runId: String, bundle: RunBundle, environment: [String: String], timeout: Duration, network: NetworkPolicy, outputLimit: Int) {
+        self.runId = runId
+        self.bundle = bundle
+        self.environment = environment
+        self.timeout = timeout
+        self.network = network
+        self.outputLimit = outputLimit
+    }
+}
+
+/// What a backend reports besides the process outcome.
+public struct SandboxOutcome: Sendable {
+    public var process: ProcessOutcome
+    /// A short description of the isolation actually used ("bubblewrap", "weak").
+    public var isolation: String
+    public var network: NetworkPolicy
+}
+
+/// A place to run bundles: the local jail, E2B.
+public protocol SandboxBackend: Sendable {
+    var name: String { get }
+    func run(_ job: SandboxJob, killer: ProcessKiller) async throws -> SandboxOutcome
+}

@@ -1,0 +1,150 @@
+import Foundation
+
+/// One run to do: a template with its variables, or an ad hoc script.
+public struct RunRequest: Sendable {
+    public enum Source: Sendable {
+        case template(name: String, inputs: [String: VariableInput])
+        case script(source: String, label: String)
+    }
+
+    public var source: Source
+    /// Wall-clock limit; the template's own default (or 60 s) when nil.
+    public var timeout: Duration?
+    /// Network for the sandbox; decided from the template (does it talk to PostHog?) when nil.
+    public var network: NetworkPolicy?
+    public var runId: String
+
+    public init(source: Source, timeout: Duration? = nil, network: NetworkPolicy? = nil, runId: String = RunRequest.newRunId()) {
+        self.source = source
+        self.timeout = timeout
+        self.network = network
+        self.runId = runId
+    }
+
+    public static func newRunId() -> String { UUID().uuidString.lowercased() }
+}
+
+/// Catalog → render → bundle → backend → result. Never throws for a run that reached the
+/// sandbox: failures become result documents, with secrets redacted everywhere.
+public struct Executor: Sendable {
+    public static let defaultTimeout: Duration = .seconds(60)
+    public static let maximumTimeout: Duration = .seconds(3600)
+    /// The variables passed from the runner's environment into a sandbox.
+    public static let passedVariables = ["POSTHOG_API_URL", "POSTHOG_INGEST_URL", "POSTHOG_HOST", "POSTHOG_PERSONAL_API_KEY",
+                                         "POSTHOG_PROJECT_API_KEY", "POSTHOG_PROJECT_ID", "POSTHOG_TIMEOUT", "POSTHOG_LOG_LEVEL"]
+
+    public var catalog: TemplateCatalog
+    public var assembler: BundleAssembler
+    public var backend: any SandboxBackend
+    /// The runner's environment (process environment + .env): source of PostHog settings and secrets.
+    public var environment: [String: String]
+    public var outputLimit: Int = 1 << 20
+
+    public init(catalog: TemplateCatalog, assembler: BundleAssembler, backend: any SandboxBackend, environment: [String: String]) {
+        self.catalog = catalog
+        self.assembler = assembler
+        self.backend = backend
+        self.environment = environment
+    }
+
+    public var redactor: Redactor { Redactor(environment: environment) }
+
+    /// Validates, renders and bundles; throws `RunnerError(.badInput)` before anything runs.
+    public func prepare(_ request: RunRequest) throws -> (RenderedTemplate, RunBundle, TemplateManifest?) {
+        let rendered: RenderedTemplate
+        var manifest: TemplateManifest?
+        switch request.source {
+        case .template(let name, let inputs):
+            let template = try catalog.template(named: name)
+            manifest = template.manifest
+            rendered = try TemplateRenderer.render(template, inputs: inputs)
+        case .script(let source, let label):
+            rendered = RenderedTemplate(name: label, script: source, variables: [:])
+        }
+        let bundle = try assembler.bundle(templateName: manifest?.name, script: rendered.script, variables: rendered.variables)
+        return (rendered, bundle, manifest)
+    }
+
+    public func run(_ request: RunRequest, killer: ProcessKiller = ProcessKiller()) async -> RunResult {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let templateName: String? = { if case .template(let n, _) = request.source { return n }; return nil }()
+        let redactor = self.redactor
+        var timings: [String: Int] = [:]
+
+        let prepared: (RenderedTemplate, RunBundle, TemplateManifest?)
+        do {
+            if let t = request.timeout, t <= .zero || t > Self.maximumTimeout {
+                throw RunnerError(.badInput, "The timeout must be between 1 and \(Self.maximumTimeout.components.seconds) seconds.")
+            }
+            prepared = try prepare(request)
+        } catch {
+            return failure(error, request: request, template: templateName, redactor: redactor)
+        }
+        let (rendered, bundle, manifest) = prepared
+        timings["prepareMs"] = Int((clock.now - start).milliseconds)
+
+        let timeout = request.timeout ?? manifest?.timeoutSeconds.map { .seconds($0) } ?? Self.defaultTimeout
+        let network = request.network ?? ((manifest?.usesPostHog ?? false) ? .host : .none)
+        var env: [String: String] = ["SANDBOX_RUNNER_RUN_ID": request.runId]
+        for name in Self.passedVariables { if let v = environment[name], !v.isEmpty { env[name] = v } }
+
+        let job = SandboxJob(runId: request.runId, bundle: bundle, environment: env, timeout: timeout, network: network, outputLimit: outputLimit)
+        let sandboxStart = clock.now
+        let outcome: SandboxOutcome
+        do {
+            outcome = try await backend.run(job, killer: killer)
+        } catch {
+            var r = failure(error, request: request, template: templateName, redactor: redactor)
+            r.bundleSha256 = bundle.sha256
+            r.variables = rendered.variables
+            r.durationMs = Int((clock.now - start).milliseconds)
+            return r
+        }
+        timings["sandboxMs"] = Int((clock.now - sandboxStart).milliseconds)
+
+        let p = outcome.process
+        let stdout = redactor.redact(p.stdout.text, truncated: p.stdout.truncated)
+        let stderr = redactor.redact(p.stderr.text, truncated: p.stderr.truncated)
+        let data = p.stdout.truncated ? nil : JSONValue.parse(Data(stdout.utf8))
+        let success = p.exitCode == 0 && !p.timedOut && !p.cancelled
+        var error: String?
+        var kind: RunnerError.Kind?
+        if !success {
+            (kind, error) = Self.explain(p, stderr: stderr, timeout: timeout)
+        }
+        return RunResult(success: success, output: stdout, error: error.map(redactor.redact), data: data, exitCode: p.exitCode,
+                         durationMs: Int((clock.now - start).milliseconds), template: templateName, backend: backend.name,
+                         runId: request.runId, stderr: stderr, truncated: p.stdout.truncated || p.stderr.truncated,
+                         timedOut: p.timedOut, isolation: outcome.isolation, network: outcome.network.rawValue,
+                         bundleSha256: bundle.sha256, variables: rendered.variables, timings: timings, errorKind: kind)
+    }
+
+    /// A short sentence for a failed process: the driver's own line when it wrote one.
+    static func explain(_ p: ProcessOutcome, stderr: String, timeout: Duration) -> (RunnerError.Kind, String) {
+        if p.timedOut {
+            return (.timeout, "The run hit its \(timeout.components.seconds) s timeout and was killed; partial output is kept. "
+                + "Raise --timeout or narrow the work.")
+        }
+        if p.cancelled { return (.scriptFailed, "The run was cancelled and its sandbox killed.") }
+        let marker = "sandbox-runner-error: "
+        if let line = stderr.split(separator: "\n").last(where: { $0.hasPrefix(marker) }) {
+            return (.scriptFailed, String(line.dropFirst(marker.count)))
+        }
+        if p.exitCode == 125 || p.exitCode == 126 || p.exitCode == 127 {
+            return (.unavailable, "The sandbox could not start the script (exit \(p.exitCode)): \(stderr.split(separator: "\n").last ?? "").")
+        }
+        if let sig = p.signal {
+            let name = sig == 9 ? "SIGKILL (often the memory or CPU limit)" : sig == 24 ? "SIGXCPU (the CPU-time limit)" : "signal \(sig)"
+            return (.scriptFailed, "The script was killed by \(name).")
+        }
+        if p.exitCode == 137 { return (.scriptFailed, "The script was killed by SIGKILL (often the memory or CPU limit).") }
+        if p.exitCode == 152 { return (.scriptFailed, "The script exceeded its CPU-time limit and was killed.") }
+        return (.scriptFailed, "The script exited with status \(p.exitCode); see stderr.")
+    }
+
+    private func failure(_ error: Error, request: RunRequest, template: String?, redactor: Redactor) -> RunResult {
+        let re = (error as? RunnerError) ?? RunnerError(.internalError, "The run failed inside sandbox-runner: \(error).")
+        return RunResult.failure(RunnerError(re.kind, redactor.redact(re.message)), runId: request.runId, template: template, backend: backend.name)
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+
+/// The result document every run answers with (design.md, "The result document").
+public struct RunResult: Sendable, Equatable {
+    public static let schemaVersion = 1
+
+    public var success: Bool
+    public var output: String
+    public var error: String?
+    public var data: JSONValue?
+    public var exitCode: Int32
+    public var durationMs: Int
+    public var template: String?
+    public var backend: String
+    public var runId: String
+    public var stderr: String
+    public var truncated: Bool
+    public var timedOut: Bool = false
+    public var isolation: String?
+    public var network: String?
+    public var bundleSha256: String?
+    public var variables: [String: JSONValue]?
+    /// Milliseconds per phase: validate, bundle, sandbox.
+    public var timings: [String: Int] = [:]
+    /// What went wrong, as a kind: nil on success.
+    public var errorKind: RunnerError.Kind?
+
+    /// The CLI's exit status for this result.
+    public var exitStatus: Int32 {
+        if success { return 0 }
+        if timedOut { return 124 }
+        return errorKind.map { RunnerError($0, "").exitCode } ?? 1
+    }
+
+    /// A result for a run that never reached a sandbox (bad input, no jail).
+    public static func failure(_ error: RunnerError, runId: String, template: String?, backend: String) -> RunResult {
+        RunResult(success: false, output: "", error: error.message, data: nil, exitCode: -1, durationMs: 0,
+                  template: template, backend: backend, runId: runId, stderr: "", truncated: false, errorKind: error.kind)
+    }
+}
+
+extension RunResult: Codable {
+    enum CodingKeys: String, CodingKey {
+        case schemaVersion, success, output, error, data, exitCode, durationMs, template, backend, runId, stderr, truncated,
+             timedOut, isolation, network, bundleSha256, variables, timings, errorKind
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        success = try c.decode(Bool.self, forKey: .success)
+        output = try c.decode(String.self, forKey: .output)
+        error = try c.decodeIfPresent(String.self, forKey: .error)
+        data = try c.decodeIfPresent(JSONValue.self, forKey: .data)
+        exitCode = try c.decode(Int32.self, forKey: .exitCode)
+        durationMs = try c.decode(Int.self, forKey: .durationMs)
+        template = try c.decodeIfPresent(String.self, forKey: .template)
+        backend = try c.decode(String.self, forKey: .backend)
+        runId = try c.decode(String.self, forKey: .runId)
+        stderr = try c.decode(String.self, forKey: .stderr)
+        truncated = try c.decode(Bool.self, forKey: .truncated)
+        timedOut = try c.decodeIfPresent(Bool.self, forKey: .timedOut) ?? false
+        isolation = try c.decodeIfPresent(String.self, forKey: .isolation)
+        network = try c.decodeIfPresent(String.self, forKey: .network)
+        bundleSha256 = try c.decodeIfPresent(String.self, forKey: .bundleSha256)
+        variables = try c.decodeIfPresent([String: JSONValue].self, forKey: .variables)
+        timings = try c.decodeIfPresent([String: Int].self, forKey: .timings) ?? [:]
+        errorKind = try c.decodeIfPresent(RunnerError.Kind.self, forKey: .errorKind)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(Self.schemaVersion, forKey: .schemaVersion)
+        try c.encode(success, forKey: .success)
+        try c.encode(output, forKey: .output)
+        try c.encode(error, forKey: .error)  // explicit null on success
+        try c.encode(data, forKey: .data)
+        try c.encode(exitCode, forKey: .exitCode)
+        try c.encode(durationMs, forKey: .durationMs)
+        try c.encode(template, forKey: .template)
+        try c.encode(backend, forKey: .backend)
+        try c.encode(runId, forKey: .runId)
+        try c.encode(stderr, forKey: .stderr)
+        try c.encode(truncated, forKey: .truncated)
+        try c.encode(timedOut, forKey: .timedOut)
+        try c.encodeIfPresent(isolation, forKey: .isolation)
+        try c.encodeIfPresent(network, forKey: .network)
+        try c.encodeIfPresent(bundleSha256, forKey: .bundleSha256)
+        try c.encodeIfPresent(variables, forKey: .variables)
+        try c.encode(timings, forKey: .timings)
+        try c.encodeIfPresent(errorKind, forKey: .errorKind)
+    }
+
+    public func jsonText(pretty: Bool = true) -> String {
+        let e = JSONEncoder()
+        e.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
+    }
+}

@@ -1,0 +1,102 @@
+import ArgumentParser
+import Foundation
+import SandboxRunner
+
+struct DoctorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "doctor",
+        abstract: "Check what works here: the jail, python3, limits, credentials, PostHog reachability.",
+        discussion: "Exits 0 when runs can be isolated here, 69 when they cannot."
+    )
+
+    @Flag(help: "Print JSON for machines.") var json = false
+    @OptionGroup var catalogOptions: CatalogOptions
+
+    struct Check: Codable { var name: String; var ok: Bool; var detail: String }
+
+    func run() async throws {
+        let context = try Context.load()
+        let env = context.environment
+        let tools = JailTools.discover()
+        var checks: [Check] = []
+
+        checks.append(Check(name: "bubblewrap", ok: tools.bubblewrapProblem == nil,
+                            detail: tools.bubblewrapProblem ?? "\(tools.bwrap!) creates user, pid, ipc, uts, cgroup and network namespaces"))
+        checks.append(Check(name: "python3", ok: tools.python != nil,
+                            detail: tools.python.map { "\($0) (\(Self.version(of: $0)))" } ?? "missing: apt-get install python3"))
+        checks.append(Check(name: "prlimit", ok: tools.prlimit != nil, detail: tools.prlimit ?? "missing: apt-get install util-linux"))
+        if geteuid() == 0 {
+            checks.append(Check(name: "jail user", ok: tools.setpriv != nil,
+                                detail: tools.setpriv != nil ? "running as root: each run gets its own unprivileged uid (setpriv)"
+                                    : "running as root without setpriv: scripts would keep root in their namespace"))
+        }
+        let cg = LocalJail.cgroupControllers
+        checks.append(Check(name: "cgroups", ok: true,
+                            detail: cg.isEmpty ? "not usable here: limits rely on rlimits only (RLIMIT_NPROC per jail uid)"
+                                : "v1 controllers \(cg.joined(separator: ", ")): per-run process and memory caps"))
+        checks.append(Check(name: "network", ok: true,
+                            detail: "runs get no network (own namespace) unless they talk to PostHog; those share the host network"))
+
+        let catalog = catalogOptions.catalog(context)
+        checks.append(Check(name: "templates", ok: catalog.problems.isEmpty,
+                            detail: "\(catalog.names.count) found in \(context.locator.templatesDirectory.path)"
+                                + (catalog.problems.isEmpty ? "" : "; problems: " + catalog.problems.joined(separator: "; "))))
+
+        let masked = { (k: String) -> String in
+            guard let v = env[k], !v.isEmpty else { return "\(k) not set" }
+            return Redactor.isSecretName(k) ? "\(k) set (\(v.prefix(4))…)" : "\(k)=\(v)"
+        }
+        let creds = ["POSTHOG_API_URL", "POSTHOG_PROJECT_ID", "POSTHOG_PERSONAL_API_KEY", "POSTHOG_PROJECT_API_KEY"]
+        let haveCreds = env["POSTHOG_PERSONAL_API_KEY"].map { !$0.isEmpty } ?? false
+        checks.append(Check(name: "posthog credentials", ok: true,
+                            detail: creds.map(masked).joined(separator: ", ") + (haveCreds ? "" : " (use --demo to run without an account)")))
+        if haveCreds, let url = env["POSTHOG_API_URL"], !url.isEmpty {
+            checks.append(Self.reachability(url: url, env: env))
+        }
+        let python = PostHogLocalServer.python(locator: context.locator, environment: env)
+        let demoOK = Self.canImport(python: python, modules: "duckdb, sqlglot")
+        checks.append(Check(name: "posthog-local (--demo)", ok: demoOK,
+                            detail: demoOK ? "\(python) has duckdb and sqlglot" : "\(python) lacks duckdb/sqlglot: run `make setup`"))
+
+        let usable = tools.bubblewrapProblem == nil && tools.python != nil
+        if json {
+            printJSON(["isolation": JSONValue.string(usable ? "bubblewrap" : "unavailable"),
+                       "checks": .array(checks.map { .object(["name": .string($0.name), "ok": .bool($0.ok), "detail": .string($0.detail)]) })],
+                      pretty: true)
+        } else {
+            for c in checks { print("\(c.ok ? "ok  " : "FAIL") \(c.name): \(context.redactor.redact(c.detail))") }
+            print(usable ? "\nRuns are isolated with bubblewrap." : "\nRuns cannot be isolated here: they are refused unless you pass --allow-weak-isolation.")
+        }
+        if !usable { throw ExitCode(69) }
+    }
+
+    static func version(of python: String) -> String {
+        let out = try? ProcessRunner.runBlocking(ProcessSpec(executable: python, arguments: ["--version"], environment: [:],
+                                                             timeout: .seconds(5), outputLimit: 256), killer: ProcessKiller())
+        return out?.stdout.text.trimmingCharacters(in: .whitespacesAndNewlines) ?? "version unknown"
+    }
+
+    static func canImport(python: String, modules: String) -> Bool {
+        let out = try? ProcessRunner.runBlocking(ProcessSpec(executable: python, arguments: ["-c", "import \(modules)"], environment: [:],
+                                                             timeout: .seconds(20), outputLimit: 4096), killer: ProcessKiller())
+        return out?.exitCode == 0
+    }
+
+    static func reachability(url: String, env: [String: String]) -> Check {
+        let project = env["POSTHOG_PROJECT_ID"].flatMap { $0.isEmpty ? nil : $0 } ?? "@current"
+        let target = url.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/api/projects/\(project)/"
+        do {
+            let r = try CurlHTTPClient.request(url: target, headers: ["Authorization": "Bearer \(env["POSTHOG_PERSONAL_API_KEY"] ?? "")"],
+                                               timeout: .seconds(8))
+            switch r.status {
+            case 200: return Check(name: "posthog reachability", ok: true, detail: "\(url) answered; the key can read project \(project)")
+            case 401: return Check(name: "posthog reachability", ok: false, detail: "\(url) refused the personal API key (401): check POSTHOG_PERSONAL_API_KEY")
+            case 403: return Check(name: "posthog reachability", ok: false, detail: "the key has no access to project \(project) (403)")
+            case 404: return Check(name: "posthog reachability", ok: false, detail: "project \(project) not found at \(url) (404): check POSTHOG_PROJECT_ID")
+            default: return Check(name: "posthog reachability", ok: false, detail: "\(url) answered HTTP \(r.status)")
+            }
+        } catch {
+            return Check(name: "posthog reachability", ok: false, detail: "\(error)")
+        }
+    }
+}

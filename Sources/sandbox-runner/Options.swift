@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import SandboxRunner
+
+/// Where templates come from.
+struct CatalogOptions: ParsableArguments {
+    @Option(name: .customLong("templates-dir"),
+            help: ArgumentHelp("A directory of your own templates (repeatable; also SANDBOX_RUNNER_TEMPLATES, colon-separated).", valueName: "dir"))
+    var templateDirectories: [String] = []
+
+    func catalog(_ context: Context) -> TemplateCatalog {
+        var dirs = templateDirectories
+        if let env = context.environment["SANDBOX_RUNNER_TEMPLATES"], !env.isEmpty {
+            dirs += env.split(separator: ":").map(String.init)
+        }
+        return TemplateCatalog(builtIn: context.locator.templatesDirectory, custom: dirs.map { URL(fileURLWithPath: $0) })
+    }
+}
+
+/// Options shared by every command that runs something.
+struct RunOptions: ParsableArguments {
+    @Option(help: "Where to run: local (the bubblewrap jail).")
+    var backend: String = "local"
+
+    @Option(help: ArgumentHelp("Wall-clock limit in seconds (default: the template's, or 60).", valueName: "seconds"))
+    var timeout: Int?
+
+    @Flag(help: "Run against posthog-local with the generated demo dataset (needs no PostHog account).")
+    var demo = false
+
+    @Flag(help: "Print the result document as one line of JSON.")
+    var json = false
+
+    @Flag(help: "Run without namespaces where bubblewrap cannot work (the script can then read the host's files).")
+    var allowWeakIsolation = false
+
+    @Option(help: ArgumentHelp("Memory limit of the sandbox in MiB.", valueName: "MiB"))
+    var memory: Int = 1024
+
+    @Option(help: ArgumentHelp("Bytes kept of stdout and of stderr each; the rest is counted and dropped.", valueName: "bytes"))
+    var outputLimit: Int = 1 << 20
+
+    func validate() throws {
+        guard backend == "local" else {
+            throw ValidationError("Unknown backend '\(backend)'. Available: local.")
+        }
+        if let t = timeout, !(1...3600).contains(t) { throw ValidationError("--timeout must be between 1 and 3600 seconds.") }
+        guard (64...65536).contains(memory) else { throw ValidationError("--memory must be between 64 and 65536 MiB.") }
+        guard (1024...(256 << 20)).contains(outputLimit) else { throw ValidationError("--output-limit must be between 1 KiB and 256 MiB.") }
+    }
+
+    func backend(_ context: Context) -> any SandboxBackend {
+        var limits = JailLimits()
+        limits.memoryBytes = memory << 20
+        return LocalJail(mode: allowWeakIsolation ? .weak : .bubblewrap, limits: limits)
+    }
+}
+
+/// What every command needs: the environment (with .env) and where the shipped files are.
+struct Context {
+    var environment: [String: String]
+    var locator: ResourceLocator
+
+    static func load() throws -> Context {
+        let env = DotEnv.environment(loadingFrom: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
+        do {
+            return Context(environment: env, locator: try ResourceLocator.locate(environment: env))
+        } catch let e as RunnerError {
+            fail(e)
+        }
+    }
+
+    var redactor: Redactor { Redactor(environment: environment) }
+}
+
+/// Prints a one-sentence error to stderr and exits with the error's code.
+func fail(_ error: RunnerError) -> Never {
+    FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+    exit(error.exitCode)
+}
+
+func printJSON<T: Encodable>(_ value: T, pretty: Bool) {
+    let e = JSONEncoder()
+    e.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+    let data = (try? e.encode(value)) ?? Data("null".utf8)
+    FileHandle.standardOutput.write(data + Data("\n".utf8))
+}

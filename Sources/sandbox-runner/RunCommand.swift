@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import SandboxRunner
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a template in a sandbox and print its result document.",
+        discussion: "Example: sandbox-runner run identify_churn_risk --var inactive_days=14 --demo"
+    )
+
+    @Argument(help: "The template's name (see `sandbox-runner list`).")
+    var name: String
+
+    @Option(name: .customLong("var"), help: ArgumentHelp("A variable as name=value (repeatable).", valueName: "name=value"))
+    var variables: [String] = []
+
+    @Option(name: .customLong("vars-json"), help: ArgumentHelp("Variables as one JSON object.", valueName: "json"))
+    var variablesJSON: String?
+
+    @OptionGroup var options: RunOptions
+    @OptionGroup var catalogOptions: CatalogOptions
+
+    func parsedInputs() throws -> [String: VariableInput] {
+        var inputs: [String: VariableInput] = [:]
+        if let text = variablesJSON {
+            guard case .object(let obj)? = JSONValue.parse(Data(text.utf8)) else {
+                throw ValidationError("--vars-json must be a JSON object such as {\"days\": 7}.")
+            }
+            for (k, v) in obj { inputs[k] = .json(v) }
+        }
+        for item in variables {
+            guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
+                throw ValidationError("--var takes name=value; got '\(item)'.")
+            }
+            let key = String(item[..<eq])
+            guard inputs[key] == nil else { throw ValidationError("Variable '\(key)' is given twice.") }
+            inputs[key] = .text(String(item[item.index(after: eq)...]))
+        }
+        return inputs
+    }
+
+    func run() async throws {
+        let context = try Context.load()
+        let catalog = catalogOptions.catalog(context)
+        let request = RunRequest(source: .template(name: name, inputs: try parsedInputs()), timeout: options.timeoutDuration)
+        await performRun(request, options: options, catalog: catalog, context: context)
+    }
+}
+
+struct ExecCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "exec",
+        abstract: "Run an ad hoc Python script in a sandbox, with the same result document as `run`.",
+        discussion: "The script can `import posthog_driver`. Use - to read it from stdin."
+    )
+
+    @Argument(help: "The script (a .py file, or - for stdin).")
+    var file: String
+
+    @Option(help: "Network for the script: none, or host (needed to reach PostHog; the default with --demo).")
+    var network: NetworkPolicy?
+
+    @OptionGroup var options: RunOptions
+
+    func run() async throws {
+        let context = try Context.load()
+        let source: String
+        if file == "-" {
+            source = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        } else {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                fail(RunnerError(.badInput, "Cannot read the script \(file)."))
+            }
+            source = String(decoding: data, as: UTF8.self)
+        }
+        let net = network ?? (options.demo ? .host : NetworkPolicy.none)
+        let request = RunRequest(source: .script(source: source, label: URL(fileURLWithPath: file).lastPathComponent),
+                                 timeout: options.timeoutDuration, network: net)
+        await performRun(request, options: options, catalog: TemplateCatalog(builtIn: nil), context: context)
+    }
+}
+
+extension NetworkPolicy: ExpressibleByArgument {}

@@ -1,0 +1,60 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import SandboxRunner
+
+/// Runs one request the way every CLI verb does: optional demo server, SIGINT/SIGTERM kill the
+/// sandbox, the result document on stdout, the exit status from the result.
+func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCatalog, context: Context) async -> Never {
+    let assembler: BundleAssembler
+    do { assembler = try BundleAssembler(sandboxDirectory: context.locator.sandboxDirectory) } catch let e as RunnerError { fail(e) } catch { fail(RunnerError(.internalError, "\(error)")) }
+
+    var env = context.environment
+    var server: PostHogLocalServer?
+    if options.demo {
+        do {
+            // Validate before starting a server: bad input must not cost a dataset load.
+            let probe = Executor(catalog: catalog, assembler: assembler, backend: options.backend(context), environment: env)
+            _ = try probe.prepare(request)
+            server = try PostHogLocalServer.start(locator: context.locator, environment: env)
+            env.merge(server!.environment) { _, demo in demo }
+        } catch let e as RunnerError {
+            emit(RunResult.failure(RunnerError(e.kind, context.redactor.redact(e.message)), runId: request.runId,
+                                   template: templateName(request), backend: options.backend), json: options.json)
+        } catch {
+            fail(RunnerError(.internalError, "\(error)"))
+        }
+    }
+    var executor = Executor(catalog: catalog, assembler: assembler, backend: options.backend(context), environment: env)
+    executor.outputLimit = options.outputLimit
+
+    let killer = ProcessKiller()
+    let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+        signal(sig, SIG_IGN)
+        let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        src.setEventHandler { killer.kill(cancelling: true) }
+        src.resume()
+        return src
+    }
+    let result = await executor.run(request, killer: killer)
+    signals.forEach { $0.cancel() }
+    server?.stop()
+    emit(result, json: options.json)
+}
+
+func emit(_ result: RunResult, json: Bool) -> Never {
+    FileHandle.standardOutput.write(Data((result.jsonText(pretty: !json) + "\n").utf8))
+    if !result.success, let error = result.error, !json {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+    }
+    exit(result.exitStatus)
+}
+
+func templateName(_ request: RunRequest) -> String? {
+    if case .template(let n, _) = request.source { return n }
+    return nil
+}
+
+extension RunOptions {
+    var timeoutDuration: Duration? { timeout.map { .seconds($0) } }
+}
