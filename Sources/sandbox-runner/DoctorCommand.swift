@@ -11,10 +11,16 @@ struct DoctorCommand: AsyncParsableCommand {
 
     @Flag(help: "Print JSON for machines.") var json = false
     @OptionGroup var catalogOptions: CatalogOptions
+    @Option(help: .hidden) var printBubblewrapArguments: String?
 
     struct Check: Codable { var name: String; var ok: Bool; var detail: String }
 
     func run() async throws {
+        if let workspace = printBubblewrapArguments {
+            // For the benchmark: the exact bind set a run gets, to time bare bubblewrap against the runner.
+            printJSON(LocalJail.bubblewrapArguments(workspace: workspace, network: .none, tmpBytes: JailLimits().tmpBytes), pretty: false)
+            return
+        }
         let context = try Context.load()
         let env = context.environment
         let tools = JailTools.discover()

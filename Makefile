@@ -1,0 +1,47 @@
+# sandbox-runner: the two entry points are `make demo` and `make test`.
+# Each installs what is missing (Debian packages, the Python venv) before it builds.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := .build/debug/sandbox-runner
+APT_PACKAGES := bubblewrap libcurl4-openssl-dev libarchive-dev pkg-config python3 python3-venv util-linux
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test setup apt venv build release bench clean
+
+demo: setup build
+	$(BIN) run identify_churn_risk --demo
+
+test: setup build
+	swift test
+	$(PY) -m pytest -q Tests/driver Tests/posthog-local
+
+setup: apt venv
+
+# Debian packages: installed only when something is missing.
+apt:
+	@if ! command -v bwrap >/dev/null || ! command -v prlimit >/dev/null || ! command -v pkg-config >/dev/null \
+	    || ! pkg-config --exists libcurl libarchive || ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then \
+	  echo "Installing Debian packages: $(APT_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements-dev.txt tools/posthog-local/requirements.txt
+	/usr/bin/python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+build:
+	swift build
+
+release:
+	swift build -c release
+
+bench: setup release
+	Benchmarks/run
+
+clean:
+	rm -rf .build $(VENV)

@@ -1,0 +1,215 @@
+import Foundation
+import Testing
+@testable import SandboxRunner
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The real jail (bubblewrap, rlimits, cgroups where usable) against hostile scripts.
+@Suite("Local jail", .serialized, .timeLimit(.minutes(3)))
+struct LocalJailTests {
+    func run(_ script: String, timeout: Duration = .seconds(20), limits: JailLimits = JailLimits(),
+             environment: [String: String] = [:], network: NetworkPolicy = .none) async throws -> RunResult {
+        let executor = try Repo.executor(limits: limits, environment: environment)
+        return await executor.run(RunRequest(source: .script(source: script, label: "test.py"), timeout: timeout, network: network))
+    }
+
+    @Test func printsAndSucceeds() async throws {
+        let r = try await run("import json; print(json.dumps({'answer': 42}))")
+        #expect(r.success)
+        #expect(r.exitCode == 0)
+        #expect(r.data?["answer"] == .int(42))
+        #expect(r.isolation == "bubblewrap")
+        #expect(r.network == "none")
+    }
+
+    @Test func failingScriptIsAResult() async throws {
+        let r = try await run("import sys; print('partial'); sys.exit(3)")
+        #expect(!r.success)
+        #expect(r.exitCode == 3)
+        #expect(r.exitStatus == 1)
+        #expect(r.output == "partial\n")
+        #expect(r.error?.contains("status 3") == true)
+    }
+
+    @Test func timeoutKillsTheTreeAndKeepsPartialOutput() async throws {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let r = try await run("""
+            import os, time, sys
+            print('started', flush=True)
+            if os.fork() == 0:
+                os.setsid()
+                time.sleep(300)
+            time.sleep(300)
+            """, timeout: .seconds(2))
+        let elapsed = clock.now - start
+        #expect(!r.success)
+        #expect(r.timedOut)
+        #expect(r.exitStatus == 124)
+        #expect(r.output == "started\n")
+        #expect(elapsed < .seconds(10))
+        // Nothing of the run survives it.
+        let ps = try ProcessRunner.runBlocking(ProcessSpec(executable: "/usr/bin/pgrep", arguments: ["-f", "time.sleep\\(300\\)"],
+                                                           environment: [:], timeout: .seconds(5), outputLimit: 4096), killer: ProcessKiller())
+        #expect(ps.stdout.text.isEmpty)
+    }
+
+    @Test func forkBombIsContained() async throws {
+        var limits = JailLimits()
+        limits.processes = 32
+        let r = try await run("""
+            import os, sys, time
+            n = 0
+            for _ in range(10000):
+                try:
+                    pid = os.fork()
+                except OSError:
+                    break
+                if pid == 0:
+                    time.sleep(30)
+                    os._exit(0)
+                n += 1
+            print(n)
+            sys.stdout.flush()
+            os._exit(0)
+            """, timeout: .seconds(20), limits: limits)
+        #expect(r.success)
+        let n = Int(r.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        #expect(n >= 1 && n < 32, "forked \(n) processes")
+    }
+
+    @Test func memoryHogFailsCleanly() async throws {
+        var limits = JailLimits()
+        limits.memoryBytes = 256 << 20
+        let r = try await run("""
+            chunks = []
+            while True:
+                chunks.append(bytearray(16 << 20))
+            """, limits: limits)
+        #expect(!r.success)
+        #expect(!r.timedOut)
+        #expect(r.stderr.contains("MemoryError") || r.error?.contains("SIGKILL") == true)
+    }
+
+    @Test func outputFloodIsCappedAndCounted() async throws {
+        let executor = try Repo.executor()
+        var e = executor
+        e.outputLimit = 64 << 10
+        let r = await e.run(RunRequest(source: .script(source: """
+            import sys
+            chunk = b'x' * 65536
+            for _ in range(1024):
+                sys.stdout.buffer.write(chunk)
+            sys.stderr.write('done\\n')
+            """, label: "flood.py"), timeout: .seconds(60)))
+        #expect(r.success)
+        #expect(r.truncated)
+        #expect(r.output.utf8.count == 64 << 10)
+        #expect(r.stderr == "done\n")
+        #expect(r.data == nil)
+    }
+
+    @Test func hostFilesAreInvisible() async throws {
+        let marker = FileManager.default.temporaryDirectory.appendingPathComponent("host-secret-\(UUID().uuidString)")
+        try "host secret".write(to: marker, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: marker) }
+        let r = try await run("""
+            import json, os
+            out = {}
+            for p in [\(TemplateRenderer.pythonLiteral(.string(marker.path))), '/etc/shadow', '/etc/passwd', '/root/.bashrc',
+                      \(TemplateRenderer.pythonLiteral(.string(Repo.root.appendingPathComponent("Package.swift").path)))]:
+                try:
+                    open(p).read(); out[p] = 'READ'
+                except OSError as e:
+                    out[p] = type(e).__name__
+            try:
+                open('/usr/bin/evil', 'w'); out['write_usr'] = 'WROTE'
+            except OSError as e:
+                out['write_usr'] = type(e).__name__
+            out['uid'] = os.getuid()
+            print(json.dumps(out))
+            """)
+        #expect(r.success)
+        guard case .object(let o)? = r.data else { Issue.record("no data: \(r.output) \(r.stderr)"); return }
+        for (path, v) in o where path != "uid" {
+            #expect(v != .string("READ") && v != .string("WROTE"), "\(path) was reachable")
+        }
+        if geteuid() == 0 { #expect(o["uid"] != .int(0)) }
+    }
+
+    @Test func noNetworkByDefault() async throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(listener, 4)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let script = """
+            import socket
+            try:
+                socket.create_connection(('127.0.0.1', \(port)), timeout=2); print('connected')
+            except OSError as e:
+                print('blocked')
+            """
+        let none = try await run(script)
+        #expect(none.output == "blocked\n")
+        let host = try await run(script, network: .host)
+        #expect(host.output == "connected\n")
+        #expect(host.network == "host")
+    }
+
+    @Test func secretsReachTheScriptOnlyAsEnvironmentAndAreRedacted() async throws {
+        let secret = "phx_test_\(UUID().uuidString.replacingOccurrences(of: "-", with: ""))"
+        let r = try await run("""
+            import os, sys
+            k = os.environ['POSTHOG_PERSONAL_API_KEY']
+            print('key is', k)
+            print('stderr', k, file=sys.stderr)
+            raise RuntimeError('leaking ' + k)
+            """, environment: ["POSTHOG_PERSONAL_API_KEY": secret])
+        #expect(!r.success)
+        #expect(r.output == "key is [REDACTED]\n")
+        #expect(!r.stderr.contains(secret))
+        #expect(r.stderr.contains("[REDACTED]"))
+        #expect(r.error.map { !$0.contains(secret) } ?? true)
+        #expect(!r.jsonText().contains(secret))
+        // The bundle never holds it.
+        let prepared = try Repo.executor(environment: ["POSTHOG_PERSONAL_API_KEY": secret]).prepare(
+            RunRequest(source: .template(name: "echo_vars", inputs: ["who": .text("u")])))
+        #expect(!String(decoding: prepared.1.bytes, as: UTF8.self).contains(secret))
+    }
+
+    @Test func workspaceIsRemoved() async throws {
+        let r = try await run("import os; print(os.getcwd())")
+        #expect(r.success)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())
+            .filter { $0.hasPrefix("sandbox-runner-\(r.runId.prefix(8))") }
+        #expect(leftovers.isEmpty)
+    }
+
+    @Test func templateRunsWithRenderedVariables() async throws {
+        let executor = try Repo.executor()
+        let r = await executor.run(RunRequest(source: .template(name: "echo_vars", inputs: [
+            "who": .text("o'brien \"quoted\""), "steps": .text("signed_up,$pageview"), "days": .text("30")])))
+        #expect(r.success, "\(r.stderr)")
+        #expect(r.data?["who"] == .string("o'brien \"quoted\""))
+        #expect(r.data?["steps"] == .array([.string("signed_up"), .string("$pageview")]))
+        #expect(r.data?["days"] == .int(30))
+        #expect(r.template == "echo_vars")
+    }
+
+    @Test func badVariableNeverReachesASandbox() async throws {
+        let executor = try Repo.executor()
+        let r = await executor.run(RunRequest(source: .template(name: "echo_vars", inputs: ["who": .text("u"), "days": .text("0")])))
+        #expect(!r.success)
+        #expect(r.exitStatus == 64)
+        #expect(r.isolation == nil)
+        #expect(r.error?.contains("'days'") == true)
+    }
+}

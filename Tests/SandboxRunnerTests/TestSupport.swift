@@ -1,0 +1,51 @@
+import Foundation
+@testable import SandboxRunner
+
+/// Paths of the checkout the tests run in.
+enum Repo {
+    static let root: URL = {
+        var url = URL(fileURLWithPath: #filePath)
+        while url.path != "/" {
+            url.deleteLastPathComponent()
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
+        }
+        fatalError("no Package.swift above \(#filePath)")
+    }()
+    static let fixtures = root.appendingPathComponent("Tests/SandboxRunnerTests/Fixtures")
+    static let fixtureTemplates = fixtures.appendingPathComponent("templates")
+    static let binary = root.appendingPathComponent(".build/debug/sandbox-runner")
+    static var locator: ResourceLocator { ResourceLocator(home: root) }
+
+    static func catalog() -> TemplateCatalog {
+        TemplateCatalog(builtIn: locator.templatesDirectory, custom: [fixtureTemplates])
+    }
+
+    static func executor(limits: JailLimits = JailLimits(), environment: [String: String] = [:]) throws -> Executor {
+        Executor(catalog: catalog(), assembler: try BundleAssembler(sandboxDirectory: locator.sandboxDirectory),
+                 backend: LocalJail(limits: limits), environment: environment)
+    }
+}
+
+/// Runs the built CLI and returns its exit status, stdout and stderr.
+struct CLIResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var json: JSONValue? { JSONValue.parse(Data(stdout.utf8)) }
+}
+
+func runCLI(_ args: [String], environment: [String: String] = [:], in directory: String = "/",
+            timeout: Duration = .seconds(120)) throws -> CLIResult {
+    var env = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory()]
+    env.merge(environment) { _, new in new }
+    var spec = ProcessSpec(executable: Repo.binary.path, arguments: args, environment: env, timeout: timeout, outputLimit: 8 << 20)
+    spec.workingDirectory = directory
+    let out = try ProcessRunner.runBlocking(spec, killer: ProcessKiller())
+    return CLIResult(status: out.exitCode, stdout: out.stdout.text, stderr: out.stderr.text)
+}
+
+extension JSONValue {
+    subscript(key: String) -> JSONValue? { objectValue?[key] }
+    var intValue: Int? { if case .int(let i) = self { return i }; return nil }
+    var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }
+}
