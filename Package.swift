@@ -10,6 +10,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
     ],
     targets: [
         .systemLibrary(
@@ -27,16 +28,32 @@ let package = Package(
             name: "SandboxRunner",
             dependencies: ["CCurl", "CArchive", "CSystemShims"]
         ),
+        .target(
+            name: "E2BLocal",
+            dependencies: [
+                "SandboxRunner",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
         .executableTarget(
             name: "sandbox-runner",
             dependencies: [
                 "SandboxRunner",
+                "E2BLocal",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "SandboxRunnerTests",
             dependencies: ["SandboxRunner"]
+        ),
+        .testTarget(
+            name: "E2BLocalTests",
+            dependencies: [
+                "E2BLocal",
+                "SandboxRunner",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
         ),
     ]
 )

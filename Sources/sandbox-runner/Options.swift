@@ -19,8 +19,11 @@ struct CatalogOptions: ParsableArguments {
 
 /// Options shared by every command that runs something.
 struct RunOptions: ParsableArguments {
-    @Option(help: "Where to run: local (the bubblewrap jail).")
+    @Option(help: "Where to run: local (the bubblewrap jail) or e2b (E2B cloud sandboxes; needs E2B_API_KEY).")
     var backend: String = "local"
+
+    @Option(help: ArgumentHelp("E2B only: keep up to N sandboxes warm between runs of this command.", valueName: "N"))
+    var warmPool: Int = 0
 
     @Option(help: ArgumentHelp("Wall-clock limit in seconds (default: the template's, or 60).", valueName: "seconds"))
     var timeout: Int?
@@ -41,15 +44,21 @@ struct RunOptions: ParsableArguments {
     var outputLimit: Int = 1 << 20
 
     func validate() throws {
-        guard backend == "local" else {
-            throw ValidationError("Unknown backend '\(backend)'. Available: local.")
+        guard ["local", "e2b"].contains(backend) else {
+            throw ValidationError("Unknown backend '\(backend)'. Available: local, e2b.")
         }
+        guard (0...20).contains(warmPool) else { throw ValidationError("--warm-pool must be between 0 and 20.") }
         if let t = timeout, !(1...3600).contains(t) { throw ValidationError("--timeout must be between 1 and 3600 seconds.") }
         guard (64...65536).contains(memory) else { throw ValidationError("--memory must be between 64 and 65536 MiB.") }
         guard (1024...(256 << 20)).contains(outputLimit) else { throw ValidationError("--output-limit must be between 1 KiB and 256 MiB.") }
     }
 
-    func backend(_ context: Context) -> any SandboxBackend {
+    func backend(_ context: Context) throws -> any SandboxBackend {
+        if backend == "e2b" {
+            var config = try E2BConfiguration.fromEnvironment(context.environment)
+            config.warmPoolSize = warmPool
+            return E2BBackend(config: config)
+        }
         var limits = JailLimits()
         limits.memoryBytes = memory << 20
         return LocalJail(mode: allowWeakIsolation ? .weak : .bubblewrap, limits: limits)

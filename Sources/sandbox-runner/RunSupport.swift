@@ -11,10 +11,14 @@ func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCat
 
     var env = context.environment
     var server: PostHogLocalServer?
+    let backend: any SandboxBackend
+    do { backend = try options.backend(context) } catch let e as RunnerError {
+        emit(RunResult.failure(e, runId: request.runId, template: templateName(request), backend: options.backend), json: options.json)
+    } catch { fail(RunnerError(.internalError, "\(error)")) }
     if options.demo {
         do {
             // Validate before starting a server: bad input must not cost a dataset load.
-            let probe = Executor(catalog: catalog, assembler: assembler, backend: options.backend(context), environment: env)
+            let probe = Executor(catalog: catalog, assembler: assembler, backend: backend, environment: env)
             _ = try probe.prepare(request)
             server = try PostHogLocalServer.start(locator: context.locator, environment: env)
             env.merge(server!.environment) { _, demo in demo }
@@ -25,7 +29,7 @@ func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCat
             fail(RunnerError(.internalError, "\(error)"))
         }
     }
-    var executor = Executor(catalog: catalog, assembler: assembler, backend: options.backend(context), environment: env)
+    var executor = Executor(catalog: catalog, assembler: assembler, backend: backend, environment: env)
     executor.outputLimit = options.outputLimit
 
     let killer = ProcessKiller()
@@ -38,6 +42,7 @@ func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCat
     }
     let result = await executor.run(request, killer: killer)
     signals.forEach { $0.cancel() }
+    (backend as? E2BBackend)?.shutdown()
     server?.stop()
     emit(result, json: options.json)
 }

@@ -41,7 +41,10 @@ struct SmokeCommand: AsyncParsableCommand {
             log("posthog-local (demo data) at \(server!.url)")
         }
         defer { server?.stop() }
-        var executor = Executor(catalog: catalog, assembler: assembler, backend: options.backend(context), environment: env)
+        let backend: any SandboxBackend
+        do { backend = try options.backend(context) } catch let e as RunnerError { fail(e) }
+        defer { (backend as? E2BBackend)?.shutdown() }
+        var executor = Executor(catalog: catalog, assembler: assembler, backend: backend, environment: env)
         executor.outputLimit = options.outputLimit
 
         let total = templates.count
@@ -84,6 +87,7 @@ struct SmokeCommand: AsyncParsableCommand {
             print(String(repeating: "-", count: width + 30))
             print("\(outcomes.count - failed.count) passed, \(failed.count) failed in \(String(format: "%.1f", Double(wall.milliseconds) / 1000)) s")
         }
+        (backend as? E2BBackend)?.shutdown()
         server?.stop()
         if !failed.isEmpty { throw ExitCode(1) }
     }

@@ -43,9 +43,3 @@ func runCLI(_ args: [String], environment: [String: String] = [:], in directory:
     let out = try ProcessRunner.runBlocking(spec, killer: ProcessKiller())
     return CLIResult(status: out.exitCode, stdout: out.stdout.text, stderr: out.stderr.text)
 }
-
-extension JSONValue {
-    subscript(key: String) -> JSONValue? { objectValue?[key] }
-    var intValue: Int? { if case .int(let i) = self { return i }; return nil }
-    var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }
-}

@@ -27,6 +27,9 @@ public struct ProcessSpec: Sendable {
     public var newSession = false
     /// Working directory; the runner's own when nil.
     public var workingDirectory: String?
+    /// Called on the reading thread with each chunk as it arrives (stream 1 = stdout, 2 = stderr),
+    /// before capping: for callers that stream output onwards (e2b-local, progress).
+    public var onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)?
 
     public init(executable: String, arguments: [String], environment: [String: String], timeout: Duration, outputLimit: Int) {
         self.executable = executable
@@ -140,6 +143,7 @@ public enum ProcessRunner {
                 if r > 0 {
                     let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<r])
                     if i == 0 { stdout.append(chunk) } else { stderr.append(chunk) }
+                    spec.onOutput?(Int32(i + 1), chunk)
                 } else if r == 0 || (errno != EINTR && errno != EAGAIN) {
                     close(fds[i].fd)
                     fds[i].fd = -1

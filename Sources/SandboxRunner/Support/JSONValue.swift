@@ -47,6 +47,15 @@ extension JSONValue {
     public var stringValue: String? { if case .string(let s) = self { return s }; return nil }
     public var objectValue: [String: JSONValue]? { if case .object(let o) = self { return o }; return nil }
     public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
+    public var intValue: Int? {
+        switch self {
+        case .int(let i): return i
+        case .double(let d) where d.rounded() == d && abs(d) < 1e18: return Int(d)
+        default: return nil
+        }
+    }
+    public var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }
+    public subscript(key: String) -> JSONValue? { objectValue?[key] }
 
     /// Compact, key-sorted JSON text (stable across runs: used in run.json and tests).
     public func jsonText(pretty: Bool = false) -> String {

@@ -64,6 +64,51 @@ public struct LocalJail: SandboxBackend {
     /// The launch chain: [sh: join cgroups] → [setpriv: drop to the jail uid] → prlimit → bwrap → python3.
     func processSpec(job: SandboxJob, workspace: String, uid: uid_t?, cgroupProcs: [String]) -> ProcessSpec {
         let inner = mode == .bubblewrap ? Self.home : workspace
+        let env = Self.baseEnvironment(home: inner).merging(job.environment) { _, job in job }
+        var spec = commandSpec(argv: [python, "-u", "-B", "-s", "run.py"], workspace: workspace, mountPoint: Self.home,
+                               workingDirectory: nil, network: job.network, uid: uid, cgroupProcs: cgroupProcs)
+        spec.environment = env
+        spec.timeout = job.timeout
+        spec.outputLimit = job.outputLimit
+        return spec
+    }
+
+    /// Runs any command in a jail over an existing workspace (mounted at `mountPoint`), which
+    /// outlives the command: what e2b-local's sandboxes are made of. The caller owns the workspace.
+    public func runCommand(_ argv: [String], workspace: URL, mountPoint: String, workingDirectory: String?,
+                           environment: [String: String], network: NetworkPolicy, timeout: Duration, outputLimit: Int,
+                           uid: uid_t?, killer: ProcessKiller,
+                           onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)? = nil) async throws -> ProcessOutcome {
+        if mode == .bubblewrap, let problem = tools.bubblewrapProblem { throw RunnerError(.unavailable, problem) }
+        let runId = RunRequest.newRunId()
+        let cgroup = CgroupV1(runId: runId, limits: limits)
+        defer { cgroup?.remove() }
+        if let cgroup { killer.onKill { cgroup.killAll() } }
+        var spec = commandSpec(argv: argv, workspace: workspace.path, mountPoint: mountPoint, workingDirectory: workingDirectory,
+                               network: network, uid: uid, cgroupProcs: cgroup?.procsFiles ?? [])
+        spec.environment = Self.baseEnvironment(home: mode == .bubblewrap ? mountPoint : workspace.path).merging(environment) { _, e in e }
+        spec.timeout = timeout
+        spec.outputLimit = outputLimit
+        spec.onOutput = onOutput
+        return try await ProcessRunner.run(spec, killer: killer)
+    }
+
+    /// Creates a workspace directory owned by a fresh jail uid (when root); remove it with `removeWorkspace`.
+    public static func makeWorkspace(label: String) throws -> (URL, uid_t?) {
+        let ws = try Workspace.create(runId: label)
+        return (ws.url, try ws.handOver())
+    }
+
+    /// Gives files written into a workspace from outside (uploads) to the workspace's jail uid.
+    public static func handOver(_ path: URL, to uid: uid_t?) {
+        guard let uid else { return }
+        lchown(path.path, uid, uid)
+    }
+
+    public static func removeWorkspace(_ url: URL) { Workspace(url: url).remove() }
+
+    func commandSpec(argv: [String], workspace: String, mountPoint: String, workingDirectory: String?, network: NetworkPolicy,
+                     uid: uid_t?, cgroupProcs: [String]) -> ProcessSpec {
         var chain: [String] = []
         if !cgroupProcs.isEmpty {
             // The shell writes its own pid into each cgroup, then becomes the rest of the chain.
@@ -77,18 +122,23 @@ public struct LocalJail: SandboxBackend {
                   "--as=\(limits.memoryBytes)", "--cpu=\(limits.cpuSeconds)", "--nproc=\(limits.processes)",
                   "--fsize=\(limits.fileSizeBytes)", "--nofile=\(limits.openFiles)", "--core=0", "--"]
         if mode == .bubblewrap {
-            chain += [tools.bwrap ?? "/usr/bin/bwrap"] + Self.bubblewrapArguments(workspace: workspace, network: job.network, tmpBytes: limits.tmpBytes)
+            var args = Self.bubblewrapArguments(workspace: workspace, network: network, tmpBytes: limits.tmpBytes, mountPoint: mountPoint)
+            if let wd = workingDirectory, let i = args.lastIndex(of: "--chdir") { args[i + 1] = wd }
+            chain += [tools.bwrap ?? "/usr/bin/bwrap"] + args
         }
-        chain += [python, "-u", "-B", "-s", "run.py"]
-        let env = Self.baseEnvironment(home: inner).merging(job.environment) { _, job in job }
-        var spec = ProcessSpec(executable: chain[0], arguments: Array(chain.dropFirst()), environment: env,
-                               timeout: job.timeout, outputLimit: job.outputLimit)
-        spec.workingDirectory = mode == .bubblewrap ? nil : workspace
+        chain += argv
+        var spec = ProcessSpec(executable: chain[0], arguments: Array(chain.dropFirst()), environment: [:],
+                               timeout: Executor.defaultTimeout, outputLimit: 1 << 20)
+        if mode != .bubblewrap {
+            spec.workingDirectory = workingDirectory.map { wd in
+                wd.hasPrefix(mountPoint) ? workspace + wd.dropFirst(mountPoint.count) : workspace
+            } ?? workspace
+        }
         return spec
     }
 
     /// bubblewrap's arguments: what the jail sees of the host.
-    public static func bubblewrapArguments(workspace: String, network: NetworkPolicy, tmpBytes: Int) -> [String] {
+    public static func bubblewrapArguments(workspace: String, network: NetworkPolicy, tmpBytes: Int, mountPoint: String = home) -> [String] {
         var args = ["--unshare-all"]
         if network == .host { args.append("--share-net") }
         args += ["--die-with-parent", "--new-session", "--hostname", "sandbox",
@@ -107,7 +157,7 @@ public struct LocalJail: SandboxBackend {
         }
         args += ["--proc", "/proc", "--dev", "/dev",
                  "--size", String(tmpBytes), "--tmpfs", "/tmp",
-                 "--bind", workspace, home, "--chdir", home, "--"]
+                 "--bind", workspace, mountPoint, "--chdir", mountPoint, "--"]
         return args
     }
 }
