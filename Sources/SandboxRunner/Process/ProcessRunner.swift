@@ -27,6 +27,8 @@ public struct ProcessSpec: Sendable {
     public var newSession = false
     /// Working directory; the runner's own when nil.
     public var workingDirectory: String?
+    /// Set up between fork and exec: cgroups to join, rlimits, the uid to drop to.
+    public var jail: JailSetup?
     /// Called on the reading thread with each chunk as it arrives (stream 1 = stdout, 2 = stderr),
     /// before capping: for callers that stream output onwards (e2b-local, progress).
     public var onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)?
@@ -37,6 +39,18 @@ public struct ProcessSpec: Sendable {
         self.environment = environment
         self.timeout = timeout
         self.outputLimit = outputLimit
+    }
+}
+
+/// What the child does to itself between fork and exec (see `sr_spawn_jailed`).
+public struct JailSetup: Sendable {
+    public var limits: JailLimits?
+    public var uid: uid_t?
+    public var cgroupProcs: [String] = []
+    public init(limits: JailLimits?, uid: uid_t?, cgroupProcs: [String]) {
+        self.limits = limits
+        self.uid = uid
+        self.cgroupProcs = cgroupProcs
     }
 }
 
@@ -104,7 +118,20 @@ public enum ProcessRunner {
         let envp = spec.environment.map { "\($0.key)=\($0.value)" }.sorted()
         let rc = withCStrings(argv) { cArgv in
             withCStrings(envp) { cEnvp in
-                sr_spawn(&pid, spec.executable, cArgv, cEnvp, outPipe[1], errPipe[1], spec.newSession ? 1 : 0, spec.workingDirectory)
+                guard let jail = spec.jail else {
+                    return sr_spawn(&pid, spec.executable, cArgv, cEnvp, outPipe[1], errPipe[1], spec.newSession ? 1 : 0, spec.workingDirectory)
+                }
+                return withCStrings(jail.cgroupProcs) { cgroups in
+                    var setup = sr_jail_setup()
+                    if let l = jail.limits {
+                        setup.set_limits = 1
+                        setup.as_bytes = UInt64(l.memoryBytes); setup.cpu_seconds = UInt64(l.cpuSeconds); setup.nproc = UInt64(l.processes)
+                        setup.fsize_bytes = UInt64(l.fileSizeBytes); setup.nofile = UInt64(l.openFiles)
+                    }
+                    if let uid = jail.uid { setup.set_ids = 1; setup.uid = uid; setup.gid = uid }
+                    setup.cgroup_procs = jail.cgroupProcs.isEmpty ? nil : UnsafePointer(OpaquePointer(cgroups))
+                    return sr_spawn_jailed(&pid, spec.executable, cArgv, cEnvp, outPipe[1], errPipe[1], spec.workingDirectory, &setup)
+                }
             }
         }
         close(outPipe[1]); close(errPipe[1])

@@ -3,15 +3,18 @@ import Foundation
 import Glibc
 #endif
 
-/// Per-run cgroups (v1 `pids` and `memory` controllers) where this machine lets us make them:
-/// they cap processes for the whole tree and let us kill everything the run left.
+/// Per-run cgroups (v1 `pids` and `memory` controllers), opt-in with SANDBOX_RUNNER_CGROUPS=1
+/// where this machine lets us make them: they cap the memory of the whole tree and let us kill
+/// everything the run left. Off by default: attaching a process to a v1 cgroup waits for an RCU
+/// grace period (10–15 ms per run here), and the per-run uid already makes RLIMIT_NPROC a
+/// per-run process cap.
 final class CgroupV1: @unchecked Sendable {
     static let root = "/sys/fs/cgroup"
     let directories: [String]
 
     /// The controllers usable here (root, v1 hierarchy mounted and writable).
     static var available: [String] {
-        guard geteuid() == 0 else { return [] }
+        guard geteuid() == 0, ProcessInfo.processInfo.environment["SANDBOX_RUNNER_CGROUPS"] == "1" else { return [] }
         return ["pids", "memory"].filter { access("\(root)/\($0)", W_OK) == 0 && FileManager.default.fileExists(atPath: "\(root)/\($0)/cgroup.procs") }
     }
 
@@ -47,11 +50,13 @@ final class CgroupV1: @unchecked Sendable {
 
     /// Kills what is left and removes the cgroups (they must be empty to go).
     func remove() {
-        for _ in 0..<50 {
-            killAll()
-            let left = directories.filter { rmdir($0) != 0 && errno != ENOENT }
-            if left.isEmpty { return }
-            usleep(20_000)
+        // Killed processes leave the cgroup within a few milliseconds: poll briefly.
+        var pending = directories
+        for attempt in 0..<400 {
+            if attempt % 20 == 0 { killAll() }
+            pending = pending.filter { rmdir($0) != 0 && errno != ENOENT }
+            if pending.isEmpty { return }
+            usleep(attempt < 50 ? 200 : 5_000)
         }
     }
 

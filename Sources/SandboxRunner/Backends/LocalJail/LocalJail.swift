@@ -13,7 +13,8 @@ public enum IsolationMode: String, Sendable, Codable {
 
 /// The local process jail: bubblewrap with new user, pid, ipc, uts, cgroup and (by default)
 /// network namespaces, read-only system dirs, a fresh workspace as home, a cleared environment,
-/// rlimits set by `prlimit` in the launch chain, a wall-clock timeout, capped output.
+/// rlimits and an unprivileged uid set by the child between fork and exec, a wall-clock
+/// timeout, capped output.
 public struct LocalJail: SandboxBackend {
     public var name: String { "local" }
     public var mode: IsolationMode
@@ -39,11 +40,13 @@ public struct LocalJail: SandboxBackend {
         self.python = tools.python ?? "/usr/bin/python3"
     }
 
+    static func unavailable(_ problem: String) -> RunnerError {
+        RunnerError(.unavailable, problem + " Install bubblewrap (apt-get install bubblewrap) and enable user namespaces, "
+            + "or pass --allow-weak-isolation to run without namespaces (the script can then read the host's files).")
+    }
+
     public func run(_ job: SandboxJob, killer: ProcessKiller) async throws -> SandboxOutcome {
-        if mode == .bubblewrap, let problem = tools.bubblewrapProblem {
-            throw RunnerError(.unavailable, problem + " Install bubblewrap (apt-get install bubblewrap) and enable user namespaces, "
-                + "or pass --allow-weak-isolation to run without namespaces (the script can then read the host's files).")
-        }
+        if mode == .bubblewrap && tools.bwrap == nil { throw Self.unavailable("bubblewrap (bwrap) is not installed.") }
         guard tools.python != nil else {
             throw RunnerError(.unavailable, "python3 is not installed at /usr/bin/python3; the jail needs it (apt-get install python3).")
         }
@@ -58,10 +61,11 @@ public struct LocalJail: SandboxBackend {
 
         let spec = processSpec(job: job, workspace: workspace.url.path, uid: uid, cgroupProcs: cgroup?.procsFiles ?? [])
         let outcome = try await ProcessRunner.run(spec, killer: killer)
+        try checkJailStarted(outcome)
         return SandboxOutcome(process: outcome, isolation: mode == .bubblewrap ? "bubblewrap" : "weak", network: mode == .weak ? .host : job.network)
     }
 
-    /// The launch chain: [sh: join cgroups] → [setpriv: drop to the jail uid] → prlimit → bwrap → python3.
+    /// The launch: fork → [join cgroups, set rlimits, drop to the jail uid] → exec bwrap → python3.
     func processSpec(job: SandboxJob, workspace: String, uid: uid_t?, cgroupProcs: [String]) -> ProcessSpec {
         let inner = mode == .bubblewrap ? Self.home : workspace
         let env = Self.baseEnvironment(home: inner).merging(job.environment) { _, job in job }
@@ -79,7 +83,7 @@ public struct LocalJail: SandboxBackend {
                            environment: [String: String], network: NetworkPolicy, timeout: Duration, outputLimit: Int,
                            uid: uid_t?, killer: ProcessKiller,
                            onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)? = nil) async throws -> ProcessOutcome {
-        if mode == .bubblewrap, let problem = tools.bubblewrapProblem { throw RunnerError(.unavailable, problem) }
+        if mode == .bubblewrap && tools.bwrap == nil { throw Self.unavailable("bubblewrap (bwrap) is not installed.") }
         let runId = RunRequest.newRunId()
         let cgroup = CgroupV1(runId: runId, limits: limits)
         defer { cgroup?.remove() }
@@ -90,7 +94,17 @@ public struct LocalJail: SandboxBackend {
         spec.timeout = timeout
         spec.outputLimit = outputLimit
         spec.onOutput = onOutput
-        return try await ProcessRunner.run(spec, killer: killer)
+        let outcome = try await ProcessRunner.run(spec, killer: killer)
+        try checkJailStarted(outcome)
+        return outcome
+    }
+
+    /// bubblewrap failing to set up looks like a script failing: when a run fails with bwrap's own
+    /// message and no output, probe the jail (not before: the probe costs a process start).
+    func checkJailStarted(_ outcome: ProcessOutcome) throws {
+        guard mode == .bubblewrap, outcome.exitCode != 0, outcome.stdout.totalBytes == 0,
+              outcome.stderr.text.hasPrefix("bwrap:") else { return }
+        if let problem = JailTools.probe(tools) { throw Self.unavailable(problem) }
     }
 
     /// Creates a workspace directory owned by a fresh jail uid (when root); remove it with `removeWorkspace`.
@@ -109,18 +123,9 @@ public struct LocalJail: SandboxBackend {
 
     func commandSpec(argv: [String], workspace: String, mountPoint: String, workingDirectory: String?, network: NetworkPolicy,
                      uid: uid_t?, cgroupProcs: [String]) -> ProcessSpec {
+        // Limits, the jail uid and the cgroups are set up by the child itself between fork and exec
+        // (sr_spawn_jailed): no shell, setpriv or prlimit process in the chain.
         var chain: [String] = []
-        if !cgroupProcs.isEmpty {
-            // The shell writes its own pid into each cgroup, then becomes the rest of the chain.
-            let script = "for f in \"$@\"; do shift; [ \"$f\" = -- ] && break; echo $$ > \"$f\" || exit 125; done; exec \"$@\""
-            chain += ["/bin/sh", "-c", script, "sh"] + cgroupProcs + ["--"]
-        }
-        if let uid, let setpriv = tools.setpriv {
-            chain += [setpriv, "--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", "--inh-caps=-all", "--"]
-        }
-        chain += [tools.prlimit ?? "/usr/bin/prlimit",
-                  "--as=\(limits.memoryBytes)", "--cpu=\(limits.cpuSeconds)", "--nproc=\(limits.processes)",
-                  "--fsize=\(limits.fileSizeBytes)", "--nofile=\(limits.openFiles)", "--core=0", "--"]
         if mode == .bubblewrap {
             var args = Self.bubblewrapArguments(workspace: workspace, network: network, tmpBytes: limits.tmpBytes, mountPoint: mountPoint)
             if let wd = workingDirectory, let i = args.lastIndex(of: "--chdir") { args[i + 1] = wd }
@@ -129,6 +134,7 @@ public struct LocalJail: SandboxBackend {
         chain += argv
         var spec = ProcessSpec(executable: chain[0], arguments: Array(chain.dropFirst()), environment: [:],
                                timeout: Executor.defaultTimeout, outputLimit: 1 << 20)
+        spec.jail = JailSetup(limits: limits, uid: uid, cgroupProcs: cgroupProcs)
         if mode != .bubblewrap {
             spec.workingDirectory = workingDirectory.map { wd in
                 wd.hasPrefix(mountPoint) ? workspace + wd.dropFirst(mountPoint.count) : workspace
@@ -165,36 +171,26 @@ public struct LocalJail: SandboxBackend {
 /// Paths of the programs the jail's launch chain uses, found once.
 public struct JailTools: Sendable {
     public var bwrap: String?
-    public var prlimit: String?
-    public var setpriv: String?
     public var python: String?
-    /// Why bubblewrap cannot isolate here, or nil when it can.
-    public var bubblewrapProblem: String?
+    /// Why bubblewrap cannot isolate here, or nil when it can (probed on first use: it costs a process start).
+    public var bubblewrapProblem: String? { JailTools.probe(self) }
 
     public static func discover() -> JailTools {
         func find(_ names: [String]) -> String? { names.first { access($0, X_OK) == 0 } }
         var t = JailTools()
         t.bwrap = find(["/usr/bin/bwrap", "/usr/local/bin/bwrap"])
-        t.prlimit = find(["/usr/bin/prlimit", "/bin/prlimit"])
-        t.setpriv = find(["/usr/bin/setpriv", "/bin/setpriv"])
         t.python = find(["/usr/bin/python3"])
-        t.bubblewrapProblem = probe(t)
         return t
     }
 
     /// Starts an empty jail once: the only sure test that namespaces work here.
     static func probe(_ t: JailTools) -> String? {
         guard let bwrap = t.bwrap else { return "bubblewrap (bwrap) is not installed." }
-        guard t.prlimit != nil else { return "prlimit (util-linux) is not installed." }
-        var chain: [String] = []
-        if geteuid() == 0, let setpriv = t.setpriv { chain += [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--"] }
-        chain += [bwrap] + LocalJail.bubblewrapArguments(workspace: "/var/empty-does-not-matter", network: .none, tmpBytes: 1 << 20)
-            .filter { $0 != "--" }
-        // Bind an existing directory as the workspace for the probe.
-        if let i = chain.firstIndex(of: "/var/empty-does-not-matter") { chain[i] = "/usr" }
-        chain += ["--", "/usr/bin/true"]
-        let spec = ProcessSpec(executable: chain[0], arguments: Array(chain.dropFirst()), environment: ["PATH": "/usr/bin:/bin"],
+        var args = LocalJail.bubblewrapArguments(workspace: "/usr", network: .none, tmpBytes: 1 << 20)
+        args.append("/usr/bin/true")
+        var spec = ProcessSpec(executable: bwrap, arguments: args, environment: ["PATH": "/usr/bin:/bin"],
                                timeout: .seconds(10), outputLimit: 4096)
+        spec.jail = JailSetup(limits: nil, uid: geteuid() == 0 ? 65534 : nil, cgroupProcs: [])
         guard let outcome = try? ProcessRunner.runBlocking(spec, killer: ProcessKiller()) else { return "bubblewrap could not be started." }
         if outcome.exitCode == 0 { return nil }
         let why = outcome.stderr.text.trimmingCharacters(in: .whitespacesAndNewlines)
