@@ -10,9 +10,9 @@ public final class PostHogLocalServer: @unchecked Sendable {
     public let url: String
     /// The variables a run needs to reach this server (URL, keys, project id).
     public let environment: [String: String]
-    private let process: Process
+    private let process: ChildProcess
 
-    private init(url: String, environment: [String: String], process: Process) {
+    private init(url: String, environment: [String: String], process: ChildProcess) {
         self.url = url
         self.environment = environment
         self.process = process
@@ -38,55 +38,34 @@ public final class PostHogLocalServer: @unchecked Sendable {
         env["POSTHOG_PROJECT_ID"] = nonEmpty(env["POSTHOG_PROJECT_ID"]) ?? demoProjectId
         env["PYTHONUNBUFFERED"] = "1"
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python(locator: locator, environment: environment))
-        process.arguments = [script.path, "--host", "127.0.0.1", "--port", "0"] + extraArguments
-        process.environment = env
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch {
-            throw RunnerError(.unavailable, "Could not start posthog-local with \(process.executableURL!.path): \(error.localizedDescription). Run `make setup`.")
-        }
-
-        let lines = LineCollector()
-        let errTail = LineCollector()
-        out.fileHandleForReading.readabilityHandler = { h in
-            let d = h.availableData
-            if d.isEmpty { h.readabilityHandler = nil } else { lines.add(d) }
-        }
-        err.fileHandleForReading.readabilityHandler = { h in
-            let d = h.availableData
-            if d.isEmpty { h.readabilityHandler = nil } else { errTail.add(d) }
+        // Our own spawn, not Foundation's Process: that one lets the child inherit the calling
+        // thread's blocked signals, and a server that cannot see SIGTERM cannot stop cleanly.
+        let python = python(locator: locator, environment: environment)
+        let child: ChildProcess
+        do {
+            child = try ChildProcess.start(executable: python, arguments: [script.path, "--host", "127.0.0.1", "--port", "0"] + extraArguments,
+                                           environment: env)
+        } catch {
+            throw RunnerError(.unavailable, "Could not start posthog-local with \(python): \(error). Run `make setup`.")
         }
         let deadline = ContinuousClock.now + startupTimeout
         while ContinuousClock.now < deadline {
-            if let line = lines.firstLine(containing: "listening on "),
-               let r = line.range(of: "http://") {
+            if let line = child.stdout.firstLine(containing: "listening on "), let r = line.range(of: "http://") {
                 let url = String(line[r.lowerBound...]).trimmingCharacters(in: .whitespaces)
                 var runEnv = ["POSTHOG_API_URL": url, "POSTHOG_INGEST_URL": url]
                 for k in ["POSTHOG_PERSONAL_API_KEY", "POSTHOG_PROJECT_API_KEY", "POSTHOG_PROJECT_ID"] { runEnv[k] = env[k] }
-                return PostHogLocalServer(url: url, environment: runEnv, process: process)
+                return PostHogLocalServer(url: url, environment: runEnv, process: child)
             }
-            if !process.isRunning { break }
-            Thread.sleep(forTimeInterval: 0.02)
+            if !child.isRunning { break }
+            Thread.sleep(forTimeInterval: 0.01)
         }
-        if process.isRunning { process.terminate() }
-        let tail = errTail.text.split(separator: "\n").suffix(5).joined(separator: " | ")
+        child.stop(grace: .seconds(2))
+        let tail = child.stderr.text.split(separator: "\n").suffix(5).joined(separator: " | ")
         let redacted = Redactor(environment: env).redact(tail)
         throw RunnerError(.unavailable, "posthog-local did not start\(redacted.isEmpty ? "" : ": \(redacted)"). Run `make setup` to install its Python packages.")
     }
 
-    public func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = ContinuousClock.now + .seconds(5)
-        while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.02) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-    }
+    public func stop() { process.stop(grace: .seconds(5)) }
 
     /// Runs `body` with a server that is stopped on every way out.
     public static func with<T>(locator: ResourceLocator, environment: [String: String], _ body: (PostHogLocalServer) async throws -> T) async throws -> T {
@@ -100,20 +79,3 @@ public final class PostHogLocalServer: @unchecked Sendable {
     private static func nonEmpty(_ s: String?) -> String? { s.flatMap { $0.isEmpty ? nil : $0 } }
 }
 
-/// Accumulates a child's output (bounded) from readability handlers.
-final class LineCollector: @unchecked Sendable {
-    private let lock = NSLock()
-    private var buffer = Data()
-
-    func add(_ d: Data) {
-        lock.lock(); defer { lock.unlock() }
-        buffer.append(d)
-        if buffer.count > 256 * 1024 { buffer.removeFirst(buffer.count - 128 * 1024) }
-    }
-
-    var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: buffer, as: UTF8.self) }
-
-    func firstLine(containing s: String) -> String? {
-        text.split(separator: "\n").first { $0.contains(s) }.map(String.init)
-    }
-}

@@ -25,6 +25,8 @@ public struct TemplateCatalog: Sendable {
 
     private mutating func load(directory: URL, isCustom: Bool) {
         let fm = FileManager.default
+        // Symlinked template directories are common (dotfiles, shared checkouts): follow them.
+        let directory = directory.resolvingSymlinksInPath()
         guard let entries = try? fm.contentsOfDirectory(at: directory, includingPropertiesForKeys: nil) else {
             if isCustom { problems.append("Template directory \(directory.path) cannot be read.") }
             return
