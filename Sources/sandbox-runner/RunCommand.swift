@@ -61,6 +61,9 @@ struct ExecCommand: AsyncParsableCommand {
     @Option(help: "Network for the script: none, or host (needed to reach PostHog; the default with --demo).")
     var network: NetworkPolicy?
 
+    @Option(help: ArgumentHelp("Run it N times in a row on one backend (a warm E2B pool is reused); prints one result per line.", valueName: "N"))
+    var `repeat`: Int = 1
+
     @OptionGroup var options: RunOptions
 
     func run() async throws {
@@ -77,7 +80,8 @@ struct ExecCommand: AsyncParsableCommand {
         let net = network ?? (options.demo ? .host : NetworkPolicy.none)
         let request = RunRequest(source: .script(source: source, label: URL(fileURLWithPath: file).lastPathComponent),
                                  timeout: options.timeoutDuration, network: net)
-        await performRun(request, options: options, catalog: TemplateCatalog(builtIn: nil), context: context)
+        guard (1...1000).contains(`repeat`) else { fail(RunnerError(.badInput, "--repeat must be between 1 and 1000.")) }
+        await performRun(request, options: options, catalog: TemplateCatalog(builtIn: nil), context: context, repeat: `repeat`)
     }
 }
 

@@ -5,7 +5,7 @@ import SandboxRunner
 
 /// Runs one request the way every CLI verb does: optional demo server, SIGINT/SIGTERM kill the
 /// sandbox, the result document on stdout, the exit status from the result.
-func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCatalog, context: Context) async -> Never {
+func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCatalog, context: Context, repeat times: Int = 1) async -> Never {
     let assembler: BundleAssembler
     do { assembler = try BundleAssembler(sandboxDirectory: context.locator.sandboxDirectory) } catch let e as RunnerError { fail(e) } catch { fail(RunnerError(.internalError, "\(error)")) }
 
@@ -40,7 +40,23 @@ func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCat
         src.resume()
         return src
     }
-    let result = await executor.run(request, killer: killer)
+    var result = await executor.run(request, killer: killer)
+    if times > 1 {
+        // Repeated runs share the backend (a warm E2B pool is reused): one result per line.
+        var worst = result
+        FileHandle.standardOutput.write(Data((result.jsonText(pretty: false) + "\n").utf8))
+        for _ in 1..<times where !killer.cancelled {
+            var again = request
+            again.runId = RunRequest.newRunId()
+            result = await executor.run(again, killer: killer)
+            FileHandle.standardOutput.write(Data((result.jsonText(pretty: false) + "\n").utf8))
+            if !result.success && worst.success { worst = result }
+        }
+        signals.forEach { $0.cancel() }
+        (backend as? E2BBackend)?.shutdown()
+        server?.stop()
+        exit(worst.exitStatus)
+    }
     signals.forEach { $0.cancel() }
     (backend as? E2BBackend)?.shutdown()
     server?.stop()

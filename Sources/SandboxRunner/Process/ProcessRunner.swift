@@ -59,7 +59,7 @@ public final class ProcessKiller: @unchecked Sendable {
     private let lock = NSLock()
     private var pgid: pid_t = 0
     private var extra: [@Sendable () -> Void] = []
-    private(set) var cancelled = false
+    public private(set) var cancelled = false
 
     public init() {}
 
