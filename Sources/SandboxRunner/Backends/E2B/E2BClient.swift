@@ -135,7 +135,6 @@ public final class E2BClient: @unchecked Sendable {
         if frame.flag & ConnectEnvelope.endStreamFlag != 0 {
             if case .object(let err)? = msg["error"] {
                 result.streamError = err["code"]?.stringValue ?? "unknown"
-                if result.streamError != "deadline_exceeded" { result.incomplete = result.incomplete && true }
             }
             return
         }
