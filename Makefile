@@ -38,7 +38,7 @@ build:
 	swift build
 
 release:
-	swift build -c release
+	swift build -c release --static-swift-stdlib
 
 bench: setup release
 	Benchmarks/run

@@ -85,7 +85,7 @@ struct Context {
 /// Prints a one-sentence error to stderr and exits with the error's code.
 func fail(_ error: RunnerError) -> Never {
     FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
-    exit(error.exitCode)
+    finish(error.exitCode)
 }
 
 func printJSON<T: Encodable>(_ value: T, pretty: Bool) {

@@ -55,7 +55,7 @@ func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCat
         signals.forEach { $0.cancel() }
         (backend as? E2BBackend)?.shutdown()
         server?.stop()
-        exit(worst.exitStatus)
+        finish(worst.exitStatus)
     }
     signals.forEach { $0.cancel() }
     (backend as? E2BBackend)?.shutdown()
@@ -68,7 +68,15 @@ func emit(_ result: RunResult, json: Bool) -> Never {
     if !result.success, let error = result.error, !json {
         FileHandle.standardError.write(Data("error: \(error)\n".utf8))
     }
-    exit(result.exitStatus)
+    finish(result.exitStatus)
+}
+
+/// Ends the process at once: everything was written with write(2) (FileHandle), and the sandbox,
+/// the demo server and the pool are already stopped, so no exit handler has work left; skipping
+/// them saves milliseconds on every CLI run.
+func finish(_ status: Int32) -> Never {
+    fflush(nil)  // every C stream (print() goes through stdout's buffer)
+    _exit(status)
 }
 
 func templateName(_ request: RunRequest) -> String? {
