@@ -57,6 +57,11 @@ struct DoctorCommand: AsyncParsableCommand {
         if haveCreds, let url = env["POSTHOG_API_URL"], !url.isEmpty {
             checks.append(Self.reachability(url: url, env: env))
         }
+        if let key = env["E2B_API_KEY"], !key.isEmpty {
+            checks.append(Self.e2bReachability(env: env))
+        } else {
+            checks.append(Check(name: "e2b", ok: true, detail: "E2B_API_KEY not set: --backend e2b unavailable (the local jail needs no account)"))
+        }
         let python = PostHogLocalServer.python(locator: context.locator, environment: env)
         let demoOK = Self.canImport(python: python, modules: "duckdb, sqlglot")
         checks.append(Check(name: "posthog-local (--demo)", ok: demoOK,
@@ -84,6 +89,21 @@ struct DoctorCommand: AsyncParsableCommand {
         let out = try? ProcessRunner.runBlocking(ProcessSpec(executable: python, arguments: ["-c", "import \(modules)"], environment: [:],
                                                              timeout: .seconds(20), outputLimit: 4096), killer: ProcessKiller())
         return out?.exitCode == 0
+    }
+
+    static func e2bReachability(env: [String: String]) -> Check {
+        do {
+            let config = try E2BConfiguration.fromEnvironment(env)
+            let r = try CurlHTTPClient.request(url: config.apiURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/v2/sandboxes?limit=1",
+                                               headers: ["X-API-Key": config.apiKey], timeout: .seconds(8))
+            switch r.status {
+            case 200: return Check(name: "e2b", ok: true, detail: "\(config.apiURL) accepted the key; template \(config.templateID)")
+            case 401, 403: return Check(name: "e2b", ok: false, detail: "\(config.apiURL) refused E2B_API_KEY (\(r.status))")
+            default: return Check(name: "e2b", ok: false, detail: "\(config.apiURL) answered HTTP \(r.status)")
+            }
+        } catch {
+            return Check(name: "e2b", ok: false, detail: "\(error)")
+        }
     }
 
     static func reachability(url: String, env: [String: String]) -> Check {
