@@ -1,151 +1,439 @@
-"""HTTP with keep-alive, retries (exponential backoff, full jitter, Retry-After as a minimum, a
-bounded total wait) and typed errors. Logs method, path, status, duration and attempt: never
-keys, never bodies."""
+"""HTTP for the driver: keep-alive connections per host, retries, typed errors.
+
+- One idle keep-alive connection pool per (scheme, host, port); a pooled connection the server has
+  closed meanwhile is noticed (readable while idle) and replaced before it is used.
+- Retries with exponential backoff and full jitter (`uniform(0, min(cap, base * 2**n))`), taking
+  `Retry-After` as the minimum wait, bounded by `max_retries` and by `max_retry_wait` seconds of
+  total sleep. What is retried:
+    429                        always: PostHog refused the request before doing anything
+    408, 500, 502, 503, 504    only idempotent requests (GETs, read-only POSTs like the query,
+                               capture whose events carry a uuid PostHog deduplicates on)
+    connection failures        idempotent requests; others only when the connection could not
+                               even be opened (nothing was sent)
+    timeouts                   idempotent requests
+- Logs method, path, status, duration and attempt; never a key, a body or a query string.
+
+`http.client` (~17 ms to import, ssl included) loads on the first request, not on import.
+"""
 from __future__ import annotations
 
-import gzip
-import http.client
-import json
-import logging
-import random
-import socket
-import ssl
+import os
 import time
-from typing import Any
-from urllib.parse import urlsplit
 
-from .errors import (AuthenticationError, ConnectionFailedError, NotFoundError, PermissionDeniedError, PostHogError,
-                     QueryError, RateLimitError, RequestTimeoutError, ServerError)
+from . import _log
+from .errors import (AuthenticationError, BadRequestError, ConnectionFailedError, NotFoundError,
+                     PermissionDeniedError, PostHogError, QueryError, RateLimitError, RequestTimeoutError,
+                     ServerError, clean_detail)
 
-log = logging.getLogger("posthog_driver")
-RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Mapping
+
+RETRY_IF_IDEMPOTENT = frozenset({408, 500, 502, 503, 504})
+USER_AGENT = "sandbox-runner-posthog-driver/1.0"
+_MAX_IDLE_PER_HOST = 4
+
+
+class Response:
+    __slots__ = ("status", "headers", "body", "attempts")
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes, attempts: int) -> None:
+        self.status = status
+        self.headers = headers  # lower-cased names
+        self.body = body
+        self.attempts = attempts
+
+    def json(self) -> Any:
+        import json
+
+        if not self.body.strip():
+            return None
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            raise PostHogError("PostHog answered with something that is not JSON; check that "
+                               "POSTHOG_API_URL points at PostHog.", self.status) from None
+
+
+class _NetworkFailure(Exception):
+    """Internal: a request failed below HTTP. `sent` is False when nothing reached the server."""
+
+    def __init__(self, cause: BaseException, sent: bool) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
+        self.sent = sent
+        self.timeout = isinstance(cause, TimeoutError)
+        # a certificate that does not verify will not verify on the next attempt either
+        self.permanent = type(cause).__name__ == "SSLCertVerificationError"
+
+
+def _host_port(hostport: str, scheme: str) -> tuple[str, int]:
+    default = 443 if scheme == "https" else 80
+    if hostport.startswith("["):  # [v6]:port
+        host, _, rest = hostport[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = hostport.partition(":")
+    try:
+        return host, int(port) if port else default
+    except ValueError:
+        raise PostHogError("The PostHog URL has a port that is not a number; check POSTHOG_API_URL.") from None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from email.utils import parsedate_to_datetime
+
+        when = parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+class _Proxy:
+    __slots__ = ("host", "port", "headers")
+
+    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+        self.host, self.port, self.headers = host, port, headers
+
+
+def _proxy_for(scheme: str, host: str) -> _Proxy | None:
+    """HTTPS_PROXY / HTTP_PROXY unless NO_PROXY (or loopback) says otherwise."""
+    env = os.environ
+    raw = env.get(f"{scheme}_proxy") or env.get(f"{scheme.upper()}_PROXY") or ""
+    if not raw.strip() or host in ("localhost", "::1") or host.startswith("127."):
+        return None
+    for entry in (env.get("no_proxy") or env.get("NO_PROXY") or "").split(","):
+        entry = entry.strip().lower().lstrip(".")
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return None
+    raw = raw.strip()
+    if "://" not in raw:
+        raw = "http://" + raw
+    proxy_scheme, _, rest = raw.partition("://")
+    rest = rest.split("/", 1)[0]
+    headers: dict[str, str] = {}
+    if "@" in rest:
+        import base64
+        from urllib.parse import unquote
+
+        userinfo, rest = rest.rsplit("@", 1)
+        token = base64.b64encode(unquote(userinfo).encode()).decode()
+        headers["Proxy-Authorization"] = f"Basic {token}"
+    phost, pport = _host_port(rest, proxy_scheme.lower())
+    return _Proxy(phost, pport, headers)
+
+
+def _quickack(sock: Any) -> None:
+    """Linux: acknowledge the answer's first segment at once. A server that writes headers and
+    body separately without TCP_NODELAY otherwise waits for our delayed ACK: ~40 ms per small
+    answer on a kept-alive connection (posthog-local does this)."""
+    import socket
+
+    option = getattr(socket, "TCP_QUICKACK", None)
+    if option is not None and sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
+        except OSError:
+            pass
+
+
+def _dropped(conn: Any) -> bool:
+    """True when an idle pooled connection was closed by the server (readable while idle)."""
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        return True
+    import select
+
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class Transport:
-    def __init__(self, timeout: float, max_retries: int, max_retry_wait: float, secrets: list[str]) -> None:
+    def __init__(self, *, timeout: float, max_retries: int, max_retry_wait: float,
+                 backoff_base: float = 0.5, backoff_cap: float = 8.0, secrets: list[str] | None = None) -> None:
+        import _thread
+
         self.timeout = timeout
         self.max_retries = max_retries
         self.max_retry_wait = max_retry_wait
-        self._secrets = [s for s in secrets if s]
-        self._conns: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._secrets = [s for s in (secrets or []) if s]
+        self._idle: dict[tuple[str, str, int], list[Any]] = {}
+        self._lock = _thread.allocate_lock()
+        self._ssl_context: Any = None
 
+    # -- connections -----------------------------------------------------------------------------
     def close(self) -> None:
-        for c in self._conns.values():
-            c.close()
-        self._conns.clear()
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
 
-    def _conn(self, scheme: str, host: str, port: int) -> http.client.HTTPConnection:
-        key = (scheme, host, port)
-        conn = self._conns.get(key)
-        if conn is None:
-            if scheme == "https":
-                conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=ssl.create_default_context())
+    def _context(self) -> Any:
+        if self._ssl_context is None:
+            import ssl
+
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
+    def _new_connection(self, scheme: str, host: str, port: int) -> Any:
+        import http.client
+
+        proxy = _proxy_for(scheme, host)
+        if scheme == "https":
+            if proxy is not None:
+                conn = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=self.timeout,
+                                                   context=self._context())
+                conn.set_tunnel(host, port, headers=proxy.headers)
+            else:
+                conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._context())
+            conn._posthog_absolute = False  # type: ignore[attr-defined]
+        else:
+            if proxy is not None:
+                conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=self.timeout)
+                conn._posthog_proxy_headers = proxy.headers  # type: ignore[attr-defined]
             else:
                 conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
-            self._conns[key] = conn
+            conn._posthog_absolute = proxy is not None  # type: ignore[attr-defined]
         return conn
 
-    def _drop(self, scheme: str, host: str, port: int) -> None:
-        conn = self._conns.pop((scheme, host, port), None)
-        if conn is not None:
-            conn.close()
+    def _checkout(self, key: tuple[str, str, int]) -> tuple[Any, bool]:
+        while True:
+            with self._lock:
+                pool = self._idle.get(key)
+                conn = pool.pop() if pool else None
+            if conn is None:
+                return self._new_connection(*key), False
+            if _dropped(conn):
+                conn.close()
+                continue
+            return conn, True
 
-    def scrub(self, text: str) -> str:
-        for s in self._secrets:
-            text = text.replace(s, "[REDACTED]")
-        return text
+    def _checkin(self, key: tuple[str, str, int], conn: Any) -> None:
+        with self._lock:
+            pool = self._idle.setdefault(key, [])
+            if len(pool) < _MAX_IDLE_PER_HOST:
+                pool.append(conn)
+                return
+        conn.close()
 
-    def request(self, method: str, url: str, *, body: Any = None, headers: dict[str, str] | None = None,
-                retry: bool = True, gzip_body: bool = False) -> tuple[int, dict[str, str], bytes]:
-        parts = urlsplit(url)
-        scheme = parts.scheme
-        port = parts.port or (443 if scheme == "https" else 80)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        data = None
-        hdrs = {"Accept": "application/json", "User-Agent": "sandbox-runner-posthog-driver/1"}
-        if body is not None:
-            data = json.dumps(body, default=str, separators=(",", ":")).encode()
-            hdrs["Content-Type"] = "application/json"
-            if gzip_body:
-                data = gzip.compress(data)
-                hdrs["Content-Encoding"] = "gzip"
-        hdrs.update(headers or {})
-        attempts = 1 + (self.max_retries if retry else 0)
-        waited = 0.0
-        last_error: PostHogError = ServerError(f"{method} {parts.path} failed.")
-        for attempt in range(1, attempts + 1):
-            start = time.monotonic()
-            retry_after: float | None = None
+    def _once(self, method: str, scheme: str, host: str, port: int, target: str, body: bytes | None,
+              headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        import http.client
+
+        key = (scheme, host, port)
+        conn, _ = self._checkout(key)
+        if conn.sock is None:
             try:
-                conn = self._conn(scheme, parts.hostname or "", port)
-                conn.request(method, path, body=data, headers=hdrs)
-                resp = conn.getresponse()
-                payload = resp.read()
-                status = resp.status
-                rh = {k.lower(): v for k, v in resp.getheaders()}
-                if rh.get("connection", "").lower() == "close":
-                    self._drop(scheme, parts.hostname or "", port)
-                log.info("%s %s -> %d in %.0f ms (attempt %d)", method, parts.path, status, (time.monotonic() - start) * 1000, attempt)
-                if status < 400:
-                    return status, rh, payload
-                last_error = self.error_for(status, rh, payload, parts.path)
-                if status not in RETRY_STATUSES or attempt == attempts:
-                    raise last_error
-                if "retry-after" in rh:
-                    try:
-                        retry_after = float(rh["retry-after"])
-                    except ValueError:
-                        retry_after = None
-            except (socket.timeout, TimeoutError) as exc:
-                self._drop(scheme, parts.hostname or "", port)
-                log.warning("%s %s timed out (attempt %d)", method, parts.path, attempt)
-                last_error = RequestTimeoutError(f"PostHog did not answer {method} {parts.path} within {self.timeout:.0f} s; "
-                                                 "raise POSTHOG_TIMEOUT or narrow the query.")
-                if attempt == attempts:
-                    raise last_error from exc
-            except (ConnectionError, http.client.HTTPException, OSError) as exc:
-                if isinstance(exc, PostHogError):
-                    raise
-                self._drop(scheme, parts.hostname or "", port)
-                log.warning("%s %s connection failed: %s (attempt %d)", method, parts.path, type(exc).__name__, attempt)
-                last_error = ConnectionFailedError(f"Cannot reach PostHog at {scheme}://{parts.hostname}:{port} "
-                                                   f"({type(exc).__name__}); check POSTHOG_API_URL and the network.")
-                if attempt == attempts:
-                    raise last_error from exc
-            backoff = random.uniform(0, min(30.0, 0.25 * 2 ** (attempt - 1)))
-            wait = max(backoff, retry_after or 0.0)
-            if waited + wait > self.max_retry_wait:
-                raise last_error  # the retry budget would be exceeded: report what PostHog said
-            waited += wait
-            time.sleep(wait)
-        raise last_error  # not reached
-
-    def error_for(self, status: int, headers: dict[str, str], payload: bytes, path: str) -> PostHogError:
-        detail = ""
+                conn.connect()
+            except OSError as err:  # refused, unreachable, DNS, TLS, proxy: nothing was sent
+                conn.close()
+                raise _NetworkFailure(err, sent=False) from err
+        if getattr(conn, "_posthog_absolute", False):
+            target = f"{scheme}://{host}:{port}{target}"
+            headers = {**headers, **getattr(conn, "_posthog_proxy_headers", {})}
         try:
-            doc = json.loads(payload)
-            if isinstance(doc, dict):
-                detail = str(doc.get("detail") or doc.get("error") or "")
-        except ValueError:
-            pass
-        detail = self.scrub(detail)[:500]
-        if status == 401:
-            return AuthenticationError("PostHog refused the API key (401): check POSTHOG_PERSONAL_API_KEY "
-                                       "(a phx_ personal key) or POSTHOG_PROJECT_API_KEY for capture.", 401)
-        if status == 403:
-            return PermissionDeniedError(f"PostHog denied access (403){': ' + detail if detail else ''}. "
-                                         "Give the key the scope it names, or check POSTHOG_PROJECT_ID.", 403)
-        if status == 404:
-            return NotFoundError(f"PostHog found nothing at {path} (404): check POSTHOG_PROJECT_ID and the id asked for.", 404)
-        if status == 429:
-            ra = headers.get("retry-after")
+            conn.request(method, target, body=body, headers=headers)
+            _quickack(conn.sock)
+            response = conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as err:
+            conn.close()
+            raise _NetworkFailure(err, sent=True) from err
+        response_headers = {k.lower(): v for k, v in response.getheaders()}
+        if response.will_close:
+            conn.close()
+        else:
+            self._checkin(key, conn)
+        encoding = response_headers.get("content-encoding", "").lower()
+        if encoding in ("gzip", "deflate") and data:
+            import zlib
+
             try:
-                wait = float(ra) if ra is not None else None
-            except ValueError:
-                wait = None
-            return RateLimitError("PostHog is rate-limiting this key (429); retry later or make fewer queries.", wait)
-        if status == 400 and "/query" in path:
-            return QueryError(f"PostHog rejected the query: {detail or 'invalid HogQL'}", 400)
+                data = zlib.decompress(data, 47)  # 32 + 15: gzip or zlib header, detected
+            except zlib.error:
+                raise _NetworkFailure(ValueError("undecodable compressed body"), sent=True) from None
+        return response.status, response_headers, data
+
+    # -- requests --------------------------------------------------------------------------------
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform(0, min(cap, base * 2**(attempt-1)))."""
+        import random
+
+        return random.uniform(0.0, min(self.backoff_cap, self.backoff_base * (2 ** (attempt - 1))))
+
+    def request(self, method: str, base_url: str, path: str, *, params: Mapping[str, Any] | None = None,
+                body: bytes | None = None, headers: Mapping[str, str] | None = None, idempotent: bool,
+                kind: str = "api", max_retries: int | None = None) -> Response:
+        """One logical request, retried as the module docstring says. `path` is absolute (starts
+        with /) and is what errors and logs show; `params` go to the query string, never to logs."""
+        scheme, _, rest = base_url.partition("://")
+        hostport, _, prefix = rest.partition("/")
+        host, port = _host_port(hostport, scheme)
+        shown = path
+        target = ("/" + prefix.strip("/") if prefix.strip("/") else "") + path
+        if params:
+            from urllib.parse import urlencode
+
+            query = urlencode([(k, _param(v)) for k, v in params.items() if v is not None])
+            if query:
+                target += "?" + query
+        all_headers = {"Accept": "application/json", "Accept-Encoding": "gzip", "User-Agent": USER_AGENT,
+                       "Host": hostport}
+        if body is not None:
+            all_headers["Content-Type"] = "application/json"
+        all_headers.update(headers or {})
+        allowed = 1 + (self.max_retries if max_retries is None else max_retries)
+        waited = 0.0
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            failure: _NetworkFailure | None = None
+            status, response_headers, data, retry_after = 0, {}, b"", None
+            try:
+                status, response_headers, data = self._once(method, scheme, host, port, target, body, all_headers)
+            except _NetworkFailure as err:
+                failure = err
+            elapsed = (time.monotonic() - started) * 1000
+            if failure is None:
+                _log.log(_log.DEBUG, "%s %s -> %d in %.0f ms (attempt %d)", method, shown, status, elapsed, attempt)
+                if status < 400:
+                    return Response(status, response_headers, data, attempt)
+                if status == 429:
+                    retry_after = _retry_after(response_headers.get("retry-after"))
+                    retryable = True  # refused before any work was done: safe for any request
+                else:
+                    retryable = idempotent and status in RETRY_IF_IDEMPOTENT
+                what = f"HTTP {status}"
+            else:
+                _log.log(_log.INFO, "%s %s failed after %.0f ms (attempt %d): %s", method, shown, elapsed,
+                         attempt, type(failure.cause).__name__)
+                retryable = (idempotent or not failure.sent) and not failure.permanent
+                what = type(failure.cause).__name__
+            delay = 0.0
+            if retryable and attempt < allowed:
+                delay = max(self.backoff(attempt), retry_after or 0.0)
+                if waited + delay > self.max_retry_wait:
+                    _log.log(_log.WARNING, "%s %s: %s; giving up after %d attempts (the next wait, %.1f s, would "
+                             "pass max_retry_wait %g s)", method, shown, what, attempt, delay, self.max_retry_wait)
+                    retryable = False
+            if not retryable or attempt >= allowed:
+                if failure is not None:
+                    raise self._network_error(failure, method, shown, base_url, attempt, idempotent) from failure.cause
+                raise self._http_error(status, response_headers, data, method, shown, kind, attempt, retry_after)
+            _log.log(_log.WARNING, "%s %s: %s; retrying in %.2f s (attempt %d of %d)", method, shown, what, delay,
+                     attempt + 1, allowed)
+            time.sleep(delay)
+            waited += delay
+
+    # -- errors ----------------------------------------------------------------------------------
+    def _network_error(self, failure: _NetworkFailure, method: str, path: str, base_url: str,
+                       attempts: int, idempotent: bool) -> PostHogError:
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        where = base_url.split("://", 1)[-1].split("/", 1)[0]
+        if failure.timeout:
+            return RequestTimeoutError(
+                f"PostHog did not answer {method} {path} within {self.timeout:g} s{tries}; raise "
+                f"POSTHOG_TIMEOUT or ask for less data at once.", method=method, path=path, attempts=attempts)
+        if failure.permanent:
+            return ConnectionFailedError(
+                f"The TLS certificate of {where} could not be verified; check POSTHOG_API_URL (or SSL_CERT_FILE "
+                f"for a private certificate authority).", method=method, path=path, attempts=attempts)
+        if not failure.sent:
+            return ConnectionFailedError(
+                f"Cannot connect to PostHog at {where}{tries} ({type(failure.cause).__name__}); check "
+                f"POSTHOG_API_URL and the network.", method=method, path=path, attempts=attempts)
+        hint = ("" if idempotent else " It may or may not have been carried out: check before trying again.")
+        return ConnectionFailedError(
+            f"The connection to PostHog at {where} broke before it answered {method} {path}{tries} "
+            f"({type(failure.cause).__name__}).{hint}", method=method, path=path, attempts=attempts)
+
+    def _http_error(self, status: int, headers: dict[str, str], data: bytes, method: str, path: str,
+                    kind: str, attempts: int, retry_after: float | None) -> PostHogError:
+        doc: Any = None
+        if data[:1] in (b"{", b"["):
+            import json
+
+            try:
+                doc = json.loads(data)
+            except (ValueError, UnicodeDecodeError):
+                doc = None
+        detail = clean_detail(doc.get("detail"), self._secrets) if isinstance(doc, dict) else None
+        code = doc.get("code") if isinstance(doc, dict) and isinstance(doc.get("code"), str) else None
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        info = {"code": code, "method": method, "path": path, "attempts": attempts}
+        ingest = kind in ("capture", "flags")
+        if status == 401:
+            if ingest:
+                return AuthenticationError("PostHog rejected the project API key (HTTP 401): check "
+                                           "POSTHOG_PROJECT_API_KEY (the phc_ key of this project).", 401, **info)
+            if code == "not_authenticated":
+                return AuthenticationError("PostHog received no personal API key (HTTP 401): set "
+                                           "POSTHOG_PERSONAL_API_KEY (a phx_ key).", 401, **info)
+            return AuthenticationError("PostHog rejected the personal API key (HTTP 401): check "
+                                       "POSTHOG_PERSONAL_API_KEY (a phx_ personal key, not the phc_ project key).",
+                                       401, **info)
+        if status == 403:
+            scope = _scope_in(detail)
+            if scope:
+                return PermissionDeniedError(f"The personal API key lacks the scope '{scope}' (HTTP 403): add "
+                                             f"it to the key in PostHog, or use a key that has it.", 403, **info)
+            return PermissionDeniedError("The personal API key may not access this project (HTTP 403): check "
+                                         "POSTHOG_PROJECT_ID and the key's project access.", 403, **info)
+        if status == 404:
+            return NotFoundError(f"PostHog found nothing at {path} (HTTP 404): check POSTHOG_PROJECT_ID and "
+                                 f"the id asked for.", 404, **info)
+        if status == 429:
+            wait = f" and asks to wait {retry_after:g} s" if retry_after is not None else ""
+            return RateLimitError(f"PostHog is rate-limiting these requests (HTTP 429){wait}{tries}; try again "
+                                  f"later or make fewer requests.", retry_after, **{**info, "code": code or "throttled"})
         if status >= 500:
-            return ServerError(f"PostHog failed with HTTP {status}; retry later.", status)
-        return PostHogError(f"PostHog answered HTTP {status}{': ' + detail if detail else ''}.", status)
+            return ServerError(f"PostHog failed with HTTP {status} on {method} {path}{tries}; try again later.",
+                               status, **info)
+        if kind == "query" and status == 400:
+            return QueryError(f"PostHog rejected the HogQL query: {detail or 'it is not valid HogQL'}",
+                              400, detail=detail, **info)
+        if status == 405:
+            return BadRequestError(f"PostHog does not allow {method} on {path} (HTTP 405).", 405, detail=detail,
+                                   **info)
+        if status == 413:
+            return BadRequestError("The request was too large for PostHog (HTTP 413): send less at once.",
+                                   413, detail=detail, **info)
+        if kind == "capture":
+            # capture answers in plain text: never shown
+            return BadRequestError(f"PostHog refused the events (HTTP {status}): each needs an event name, a "
+                                   f"distinct_id, and a valid timestamp and uuid when given.", status, **info)
+        if detail:
+            return BadRequestError(f"PostHog refused {method} {path} (HTTP {status}): {detail}", status,
+                                   detail=detail, **info)
+        return BadRequestError(f"PostHog refused {method} {path} (HTTP {status}).", status, **info)
+
+
+def _scope_in(detail: str | None) -> str | None:
+    if not detail or "scope" not in detail:
+        return None
+    import re
+
+    match = re.search(r"scope '([a-z_]+:(?:read|write))'", detail)
+    return match.group(1) if match else None
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
