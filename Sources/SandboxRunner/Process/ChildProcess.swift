@@ -17,13 +17,7 @@ public final class ChildProcess: @unchecked Sendable {
     private init(pid: pid_t) { self.pid = pid }
 
     public static func start(executable: String, arguments: [String], environment: [String: String]) throws -> ChildProcess {
-        var out: [Int32] = [-1, -1]
-        var err: [Int32] = [-1, -1]
-        guard sr_pipe_cloexec(&out) == 0 else { throw RunnerError(.internalError, "Could not create a pipe (errno \(errno)).") }
-        guard sr_pipe_cloexec(&err) == 0 else {
-            close(out[0]); close(out[1])
-            throw RunnerError(.internalError, "Could not create a pipe (errno \(errno)).")
-        }
+        let (out, err) = try ProcessRunner.outputPipes()
         var pid: pid_t = 0
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]

@@ -105,13 +105,7 @@ public enum ProcessRunner {
     public static func runBlocking(_ spec: ProcessSpec, killer: ProcessKiller) throws -> ProcessOutcome {
         let clock = ContinuousClock()
         let start = clock.now
-        var outPipe: [Int32] = [-1, -1]
-        var errPipe: [Int32] = [-1, -1]
-        guard sr_pipe_cloexec(&outPipe) == 0 else { throw RunnerError(.internalError, "Could not create a pipe (errno \(errno)).") }
-        guard sr_pipe_cloexec(&errPipe) == 0 else {
-            close(outPipe[0]); close(outPipe[1])
-            throw RunnerError(.internalError, "Could not create a pipe (errno \(errno)).")
-        }
+        let (outPipe, errPipe) = try outputPipes()
 
         var pid: pid_t = 0
         let argv = [spec.executable] + spec.arguments
@@ -188,6 +182,18 @@ public enum ProcessRunner {
         let exitCode = exited ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return ProcessOutcome(exitCode: exitCode, signal: exited ? nil : status & 0x7f, timedOut: timedOut,
                               cancelled: killer.cancelled, stdout: stdout, stderr: stderr, duration: clock.now - start)
+    }
+
+    /// Two close-on-exec pipes for a child's stdout and stderr: [read end, write end] each.
+    static func outputPipes() throws -> ([Int32], [Int32]) {
+        var out: [Int32] = [-1, -1]
+        var err: [Int32] = [-1, -1]
+        guard sr_pipe_cloexec(&out) == 0 else { throw RunnerError(.internalError, "Could not create a pipe (errno \(errno)).") }
+        guard sr_pipe_cloexec(&err) == 0 else {
+            close(out[0]); close(out[1])
+            throw RunnerError(.internalError, "Could not create a pipe (errno \(errno)).")
+        }
+        return (out, err)
     }
 
     private static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
