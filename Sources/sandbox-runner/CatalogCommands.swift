@@ -47,7 +47,11 @@ struct ShowCommand: AsyncParsableCommand {
         do { template = try catalogOptions.catalog(context).template(named: name) } catch let e as RunnerError { fail(e) }
         let m = template.manifest
         if json {
-            printJSON(m, pretty: true)
+            // The manifest plus the derived schemas agents use (the same as MCP's and the HTTP API's).
+            var doc = (JSONValue.parse((try? JSONEncoder().encode(m)) ?? Data()) ?? .null).objectValue ?? [:]
+            doc["inputSchema"] = TemplateSchema.input(m)
+            doc["resultSchema"] = TemplateSchema.result(dataSchema: m.output)
+            printJSON(JSONValue.object(doc), pretty: true)
             return
         }
         print("\(m.name)\(m.isReadOnly ? "" : "  [writes to PostHog]")")
