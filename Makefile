@@ -8,7 +8,7 @@ BIN := .build/debug/sandbox-runner
 APT_PACKAGES := bubblewrap libcurl4-openssl-dev libarchive-dev pkg-config python3 python3-venv util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test setup apt venv build release bench clean
+.PHONY: demo test setup apt venv build release bench clean install
 
 demo: setup build
 	$(BIN) run identify_churn_risk --demo
@@ -45,3 +45,12 @@ bench: setup release
 
 clean:
 	rm -rf .build $(VENV)
+
+# Installs the binary and what it ships (Templates/, sandbox/, tools/) under PREFIX; the binary
+# finds them in $(PREFIX)/share/sandbox-runner from any working directory.
+PREFIX ?= /usr/local
+install: release
+	install -d $(PREFIX)/bin $(PREFIX)/share/sandbox-runner
+	install -m 755 .build/release/sandbox-runner $(PREFIX)/bin/sandbox-runner
+	cp -R Templates sandbox tools $(PREFIX)/share/sandbox-runner/
+	find $(PREFIX)/share/sandbox-runner -name __pycache__ -prune -exec rm -rf {} +

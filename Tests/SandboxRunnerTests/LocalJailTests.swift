@@ -204,6 +204,26 @@ struct LocalJailTests {
         #expect(r.template == "echo_vars")
     }
 
+    @Test func missingBubblewrapRefusesWithExit69() async throws {
+        var tools = JailTools.discover()
+        tools.bwrap = nil
+        let executor = Executor(catalog: Repo.catalog(), assembler: try BundleAssembler(sandboxDirectory: Repo.locator.sandboxDirectory),
+                                backend: LocalJail(mode: .bubblewrap, tools: tools), environment: [:])
+        let r = await executor.run(RunRequest(source: .script(source: "print(1)", label: "t.py")))
+        #expect(!r.success)
+        #expect(r.exitStatus == 69)
+        #expect(r.error?.contains("--allow-weak-isolation") == true)
+    }
+
+    @Test func weakModeIsOptInAndSaysSo() async throws {
+        let executor = Executor(catalog: Repo.catalog(), assembler: try BundleAssembler(sandboxDirectory: Repo.locator.sandboxDirectory),
+                                backend: LocalJail(mode: .weak), environment: [:])
+        let r = await executor.run(RunRequest(source: .script(source: "import os; print(os.getcwd() != '/home/sandbox')", label: "t.py")))
+        #expect(r.success, "\(r.error ?? "") \(r.stderr)")
+        #expect(r.isolation == "weak")
+        #expect(r.output == "True\n")
+    }
+
     @Test func badVariableNeverReachesASandbox() async throws {
         let executor = try Repo.executor()
         let r = await executor.run(RunRequest(source: .template(name: "echo_vars", inputs: ["who": .text("u"), "days": .text("0")])))
