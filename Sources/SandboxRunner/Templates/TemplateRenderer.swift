@@ -25,9 +25,12 @@ public enum TemplateRenderer {
         var values: [String: JSONValue] = [:]
         for spec in specs {
             if let input = inputs[spec.name] {
-                values[spec.name] = try VariableValidator.validate(input, spec: spec)
+                // An explicit JSON null leaves an optional variable unset.
+                values[spec.name] = input == .json(.null) && !spec.isRequired ? .null : try VariableValidator.validate(input, spec: spec)
             } else if let def = spec.default {
                 values[spec.name] = def == .null ? .null : try VariableValidator.validate(.json(def), spec: spec)
+            } else if !spec.isRequired {
+                values[spec.name] = .null  // optional without a default: the script gets None
             } else {
                 throw RunnerError(.badInput, "Variable '\(spec.name)' is required for template \(template.name): \(spec.description) "
                     + "Pass it with --var \(spec.name)=…")
