@@ -35,8 +35,11 @@ public struct E2BConfiguration: Sendable {
             throw RunnerError(.unavailable, "E2B_API_KEY is not set: put your E2B API key in the environment or .env to use --backend e2b.")
         }
         let domain = env["E2B_DOMAIN"].flatMap { $0.isEmpty ? nil : $0 } ?? "e2b.app"
-        var c = E2BConfiguration(apiURL: env["E2B_API_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? "https://api.\(domain)",
-                                 sandboxURL: env["E2B_SANDBOX_URL"].flatMap { $0.isEmpty ? nil : $0 }, apiKey: key)
+        let apiURL = env["E2B_API_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? "https://api.\(domain)"
+        // A plain-HTTP control plane is a local, single-port server (e2b-local): its envd is
+        // on the same address unless E2B_SANDBOX_URL says otherwise.
+        let sandboxURL = env["E2B_SANDBOX_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? (apiURL.hasPrefix("http://") ? apiURL : nil)
+        var c = E2BConfiguration(apiURL: apiURL, sandboxURL: sandboxURL, apiKey: key)
         c.domain = domain
         if let t = env["E2B_TEMPLATE"], !t.isEmpty { c.templateID = t }
         return c
