@@ -30,8 +30,12 @@ public struct E2BConfiguration: Sendable {
         self.apiKey = apiKey
     }
 
+    /// The key `sandbox-runner e2b-local` accepts when E2B_API_KEY is unset.
+    public static let localDemoKey = "e2b_local_demo_key"
+
     public static func fromEnvironment(_ env: [String: String]) throws -> E2BConfiguration {
-        guard let key = env["E2B_API_KEY"], !key.isEmpty else {
+        let localAPI = env["E2B_API_URL"]?.hasPrefix("http://") ?? false
+        guard let key = env["E2B_API_KEY"].flatMap({ $0.isEmpty ? nil : $0 }) ?? (localAPI ? localDemoKey : nil) else {
             throw RunnerError(.unavailable, "E2B_API_KEY is not set: put your E2B API key in the environment or .env to use --backend e2b.")
         }
         let domain = env["E2B_DOMAIN"].flatMap { $0.isEmpty ? nil : $0 } ?? "e2b.app"
