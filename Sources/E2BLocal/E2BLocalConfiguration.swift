@@ -4,7 +4,7 @@ import SandboxRunner
 /// Settings of an e2b-local server: where it listens, what it accepts, how its sandboxes are jailed.
 public struct E2BLocalConfiguration: Sendable {
     /// The key used when `E2B_API_KEY` is unset; deliberately not shaped like a real E2B key.
-    public static let demoAPIKey = "e2b_local_demo_key"
+    public static let demoAPIKey = E2BConfiguration.localDemoKey
     /// The envd version reported to clients: the official SDK switches features on it
     /// (>= 0.4.0 default user, >= 0.5.7 octet-stream uploads). Everything up to 0.5.7 is served.
     public static let envdVersion = "0.5.7"
