@@ -21,8 +21,7 @@ setup: apt venv
 
 # Debian packages: installed only when something is missing.
 apt:
-	@if ! command -v bwrap >/dev/null || ! command -v prlimit >/dev/null || ! command -v pkg-config >/dev/null \
-	    || ! pkg-config --exists libcurl libarchive || ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then \
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  echo "Installing Debian packages: $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
 	fi
