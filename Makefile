@@ -15,7 +15,7 @@ demo: setup build
 
 test: setup build
 	swift test
-	$(PY) -m pytest -q Tests/driver Tests/posthog-local Tests/e2b Tests/templates Tests/mcp
+	$(PY) -m pytest -q Tests/driver Tests/posthog-local Tests/e2b Tests/templates Tests/mcp Tests/http
 
 setup: apt venv
 
