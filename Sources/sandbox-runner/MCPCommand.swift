@@ -17,20 +17,9 @@ struct MCPCommand: AsyncParsableCommand {
     func run() async throws {
         let context = try Context.load()
         let catalog = catalogOptions.catalog(context)
-        let assembler: BundleAssembler
-        do { assembler = try BundleAssembler(sandboxDirectory: context.locator.sandboxDirectory) } catch let e as RunnerError { fail(e) }
-        var env = context.environment
-        var server: PostHogLocalServer?
-        if options.demo {
-            do { server = try PostHogLocalServer.start(locator: context.locator, environment: env) } catch let e as RunnerError { fail(e) }
-            env.merge(server!.environment) { _, demo in demo }
-        }
-        defer { server?.stop() }
-        let backend: any SandboxBackend
-        do { backend = try options.backend(context) } catch let e as RunnerError { fail(e) }
-        defer { (backend as? E2BBackend)?.shutdown() }
-        var executor = Executor(catalog: catalog, assembler: assembler, backend: backend, environment: env)
-        executor.outputLimit = options.outputLimit
+        let setup = RunSetup.make(options: options, catalog: catalog, context: context)
+        defer { setup.stop() }
+        let executor = setup.executor
         FileHandle.standardError.write(Data("sandbox-runner mcp: \(catalog.names.count) templates on stdio\(options.demo ? " (demo data)" : "")\n".utf8))
         try await MCPStdioServer(tools: TemplateTools(executor: executor), version: SandboxRunnerCommand.configuration.version).run()
     }

@@ -94,3 +94,37 @@ func printJSON<T: Encodable>(_ value: T, pretty: Bool) {
     let data = (try? e.encode(value)) ?? Data("null".utf8)
     FileHandle.standardOutput.write(data + Data("\n".utf8))
 }
+
+/// What a long-lived command (smoke, mcp, serve) runs with: the executor over the chosen
+/// backend, and with `--demo` the posthog-local it started. `stop()` ends both.
+struct RunSetup {
+    var executor: Executor
+    var backend: any SandboxBackend
+    var demo: PostHogLocalServer?
+
+    /// Builds it, or exits with the error's code and sentence.
+    static func make(options: RunOptions, catalog: TemplateCatalog, context: Context) -> RunSetup {
+        do {
+            let assembler = try BundleAssembler(sandboxDirectory: context.locator.sandboxDirectory)
+            let backend = try options.backend(context)
+            var env = context.environment
+            var demo: PostHogLocalServer?
+            if options.demo {
+                demo = try PostHogLocalServer.start(locator: context.locator, environment: env)
+                env.merge(demo!.environment) { _, d in d }
+            }
+            var executor = Executor(catalog: catalog, assembler: assembler, backend: backend, environment: env)
+            executor.outputLimit = options.outputLimit
+            return RunSetup(executor: executor, backend: backend, demo: demo)
+        } catch let e as RunnerError {
+            fail(e)
+        } catch {
+            fail(RunnerError(.internalError, "\(error)"))
+        }
+    }
+
+    func stop() {
+        (backend as? E2BBackend)?.shutdown()
+        demo?.stop()
+    }
+}

@@ -35,20 +35,9 @@ struct ServeCommand: AsyncParsableCommand {
                 : "Set SANDBOX_RUNNER_TOKEN (the bearer token clients must send), or pass --no-auth on loopback."))
         }
         let catalog = catalogOptions.catalog(context)
-        let assembler: BundleAssembler
-        do { assembler = try BundleAssembler(sandboxDirectory: context.locator.sandboxDirectory) } catch let e as RunnerError { fail(e) }
-        var env = context.environment
-        var server: PostHogLocalServer?
-        if options.demo {
-            do { server = try PostHogLocalServer.start(locator: context.locator, environment: env) } catch let e as RunnerError { fail(e) }
-            env.merge(server!.environment) { _, demo in demo }
-        }
-        defer { server?.stop() }
-        let backend: any SandboxBackend
-        do { backend = try options.backend(context) } catch let e as RunnerError { fail(e) }
-        defer { (backend as? E2BBackend)?.shutdown() }
-        var executor = Executor(catalog: catalog, assembler: assembler, backend: backend, environment: env)
-        executor.outputLimit = options.outputLimit
+        let setup = RunSetup.make(options: options, catalog: catalog, context: context)
+        defer { setup.stop() }
+        let executor = setup.executor
         var config = HTTPAPIConfiguration()
         config.host = host
         config.port = port

@@ -31,21 +31,10 @@ struct SmokeCommand: AsyncParsableCommand {
         }
         guard !templates.isEmpty else { fail(RunnerError(.badInput, "No templates to run.")) }
 
-        let assembler: BundleAssembler
-        do { assembler = try BundleAssembler(sandboxDirectory: context.locator.sandboxDirectory) } catch let e as RunnerError { fail(e) }
-        var env = context.environment
-        var server: PostHogLocalServer?
-        if options.demo {
-            do { server = try PostHogLocalServer.start(locator: context.locator, environment: env) } catch let e as RunnerError { fail(e) }
-            env.merge(server!.environment) { _, demo in demo }
-            log("posthog-local (demo data) at \(server!.url)")
-        }
-        defer { server?.stop() }
-        let backend: any SandboxBackend
-        do { backend = try options.backend(context) } catch let e as RunnerError { fail(e) }
-        defer { (backend as? E2BBackend)?.shutdown() }
-        var executor = Executor(catalog: catalog, assembler: assembler, backend: backend, environment: env)
-        executor.outputLimit = options.outputLimit
+        let setup = RunSetup.make(options: options, catalog: catalog, context: context)
+        defer { setup.stop() }
+        if let demo = setup.demo { log("posthog-local (demo data) at \(demo.url)") }
+        let executor = setup.executor
 
         let total = templates.count
         let width = templates.map(\.name.count).max() ?? 10
@@ -87,8 +76,6 @@ struct SmokeCommand: AsyncParsableCommand {
             print(String(repeating: "-", count: width + 30))
             print("\(outcomes.count - failed.count) passed, \(failed.count) failed in \(String(format: "%.1f", Double(wall.milliseconds) / 1000)) s")
         }
-        (backend as? E2BBackend)?.shutdown()
-        server?.stop()
         if !failed.isEmpty { throw ExitCode(1) }
     }
 
