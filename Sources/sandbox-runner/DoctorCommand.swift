@@ -35,9 +35,11 @@ struct DoctorCommand: AsyncParsableCommand {
                             detail: geteuid() == 0 ? "running as root: each run gets its own unprivileged uid, so RLIMIT_NPROC caps that run alone"
                                 : "running as uid \(geteuid()): RLIMIT_NPROC counts all of this user's processes"))
         let cg = LocalJail.cgroupControllers
+        let cgOn = JailLimits().useCgroups
         checks.append(Check(name: "cgroups", ok: true,
-                            detail: cg.isEmpty ? "off: limits are rlimits (address space, CPU, processes, file size, open files); SANDBOX_RUNNER_CGROUPS=1 adds per-run cgroups where writable (costs ~10 ms a run)"
-                                : "v1 controllers \(cg.joined(separator: ", ")): per-run process and memory caps for the whole tree"))
+                            detail: cg.isEmpty ? "not usable here: limits are rlimits (address space, CPU, processes, file size, open files)"
+                                : cgOn ? "on: v1 controllers \(cg.joined(separator: ", ")) cap processes and memory of each run's whole tree"
+                                : "off (v1 controllers \(cg.joined(separator: ", ")) available): SANDBOX_RUNNER_CGROUPS=1 caps each run's whole tree (~10 ms a run)"))
         checks.append(Check(name: "network", ok: true,
                             detail: "runs get no network (own namespace) unless they talk to PostHog; those share the host network"))
 

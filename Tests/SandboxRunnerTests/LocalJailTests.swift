@@ -79,6 +79,31 @@ struct LocalJailTests {
         #expect(n >= 1 && n < 32, "forked \(n) processes")
     }
 
+    @Test(.enabled(if: !LocalJail.cgroupControllers.isEmpty, "needs writable cgroup v1 controllers (root)"))
+    func cgroupsOptInContainsForksAndIsRemoved() async throws {
+        var limits = JailLimits()
+        limits.useCgroups = true
+        limits.processes = 16
+        let r = try await run("""
+            import os, time
+            n = 0
+            for _ in range(100):
+                try:
+                    if os.fork() == 0:
+                        time.sleep(20); os._exit(0)
+                    n += 1
+                except OSError:
+                    break
+            print(n, flush=True)
+            os._exit(0)
+            """, limits: limits)
+        #expect(r.success, "\(r.error ?? "") \(r.stderr)")
+        let n = Int(r.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        #expect(n >= 1 && n < 16)
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/pids/sandbox-runner")) ?? []
+        #expect(!left.contains(r.runId))
+    }
+
     @Test func memoryHogFailsCleanly() async throws {
         var limits = JailLimits()
         limits.memoryBytes = 256 << 20

@@ -14,11 +14,12 @@ final class CgroupV1: @unchecked Sendable {
 
     /// The controllers usable here (root, v1 hierarchy mounted and writable).
     static var available: [String] {
-        guard geteuid() == 0, ProcessInfo.processInfo.environment["SANDBOX_RUNNER_CGROUPS"] == "1" else { return [] }
+        guard geteuid() == 0 else { return [] }
         return ["pids", "memory"].filter { access("\(root)/\($0)", W_OK) == 0 && FileManager.default.fileExists(atPath: "\(root)/\($0)/cgroup.procs") }
     }
 
     init?(runId: String, limits: JailLimits) {
+        guard limits.useCgroups else { return nil }
         var dirs: [String] = []
         for controller in Self.available {
             let dir = "\(Self.root)/\(controller)/sandbox-runner/\(runId)"

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Resource limits of one jailed run.
 public struct JailLimits: Sendable, Equatable {
     /// Address space (RLIMIT_AS) and, where the cgroup memory controller is usable, the cgroup limit.
@@ -12,6 +14,8 @@ public struct JailLimits: Sendable, Equatable {
     public var openFiles: Int = 256
     /// Size of the jail's /tmp (tmpfs).
     public var tmpBytes: Int = 64 << 20
+    /// Per-run cgroup v1 `pids`/`memory` limits where writable (SANDBOX_RUNNER_CGROUPS=1).
+    public var useCgroups: Bool = ProcessInfo.processInfo.environment["SANDBOX_RUNNER_CGROUPS"] == "1"
 
     public init() {}
 }
