@@ -67,13 +67,6 @@ public final class PostHogLocalServer: @unchecked Sendable {
 
     public func stop() { process.stop(grace: .seconds(5)) }
 
-    /// Runs `body` with a server that is stopped on every way out.
-    public static func with<T>(locator: ResourceLocator, environment: [String: String], _ body: (PostHogLocalServer) async throws -> T) async throws -> T {
-        let server = try start(locator: locator, environment: environment)
-        defer { server.stop() }
-        return try await body(server)
-    }
-
     deinit { stop() }
 
     private static func nonEmpty(_ s: String?) -> String? { s.flatMap { $0.isEmpty ? nil : $0 } }

@@ -47,6 +47,4 @@ public struct Redactor: Sendable {
         }
         return out
     }
-
-    public func merging(_ other: [String]) -> Redactor { Redactor(secrets: secrets + other) }
 }
