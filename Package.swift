@@ -34,7 +34,8 @@ let package = Package(
             dependencies: [
                 "SandboxRunner",
                 .product(name: "Hummingbird", package: "hummingbird"),
-            ]
+            ],
+            exclude: ["README.md"]
         ),
         .target(
             name: "AgentServers",
@@ -42,7 +43,8 @@ let package = Package(
                 "SandboxRunner",
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "Hummingbird", package: "hummingbird"),
-            ]
+            ],
+            exclude: ["README.md"]
         ),
         .executableTarget(
             name: "sandbox-runner",
@@ -55,7 +57,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SandboxRunnerTests",
-            dependencies: ["SandboxRunner"]
+            dependencies: ["SandboxRunner"],
+            exclude: ["Fixtures"]  // templates the tests load from disk by path
         ),
         .testTarget(
             name: "AgentServersTests",
