@@ -30,4 +30,7 @@ for k, name in enumerate(STEPS):
         "conversion_from_start": (reached[k] / reached[0] if reached[0] else 0.0) if k else first,
         "conversion_from_previous": (reached[k] / reached[k - 1] if reached[k - 1] else 0.0) if k else first,
     })
-emit({"steps": steps, "parameters": {"steps": list(STEPS), "window_days": WINDOW_DAYS, "days": DAYS}})
+emit({
+    "steps": steps,
+    "parameters": {"steps": list(STEPS), "window_days": WINDOW_DAYS, "days": DAYS},
+})

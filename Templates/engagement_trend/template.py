@@ -3,22 +3,35 @@ from posthog_driver import PostHogClient, emit, rows_of
 
 DAYS = {{ days }}
 INTERVAL = {{ interval }}
-BUCKET = "toDate(timestamp)" if INTERVAL == "day" else "toStartOfWeek(timestamp, 1)"
-values = {"days": DAYS}
+
+# The series: one row per day (or Monday-week) that had events. The bucket is chosen by a bound
+# value ({interval}), so the query text never changes with the variables.
+SERIES = """
+    SELECT toString(if({interval} = 'week', toStartOfWeek(timestamp, 1), toDate(timestamp))) AS date,
+           count(DISTINCT distinct_id) AS active_users,
+           count() AS events
+    FROM events
+    WHERE timestamp >= now() - toIntervalDay({days}) AND timestamp < now()
+    GROUP BY date
+    ORDER BY date
+    LIMIT 10000
+"""
+# The summary in one row: the (user, day) pairs of the window (their number / days is DAU, empty
+# days counting 0), and the distinct users of the last 7 and 30 days.
+SUMMARY = """
+    SELECT
+        (SELECT count() FROM (SELECT DISTINCT toDate(timestamp) AS day, distinct_id FROM events
+                              WHERE timestamp >= now() - toIntervalDay({days}) AND timestamp < now())) AS user_days,
+        (SELECT count(DISTINCT distinct_id) FROM events
+         WHERE timestamp >= now() - toIntervalDay(7) AND timestamp < now()) AS wau,
+        (SELECT count(DISTINCT distinct_id) FROM events
+         WHERE timestamp >= now() - toIntervalDay(30) AND timestamp < now()) AS mau
+"""
+values = {"days": DAYS, "interval": INTERVAL}
 
 with PostHogClient() as client:
-    series = rows_of(client.query(
-        "SELECT toString(" + BUCKET + ") AS date, count(DISTINCT distinct_id) AS active_users, count() AS events FROM events "
-        "WHERE timestamp >= now() - toIntervalDay({days}) AND timestamp < now() GROUP BY date ORDER BY date LIMIT 10000",
-        values=values))
-    # One pass for the summary: daily actives summed over the window, and the 7- and 30-day actives.
-    summary = rows_of(client.query("""
-        SELECT
-            (SELECT count() FROM (SELECT DISTINCT toDate(timestamp) AS d, distinct_id FROM events
-                                  WHERE timestamp >= now() - toIntervalDay({days}) AND timestamp < now())) AS user_days,
-            (SELECT count(DISTINCT distinct_id) FROM events WHERE timestamp >= now() - toIntervalDay(7) AND timestamp < now()) AS wau,
-            (SELECT count(DISTINCT distinct_id) FROM events WHERE timestamp >= now() - toIntervalDay(30) AND timestamp < now()) AS mau
-        """, values=values))[0]
+    series = rows_of(client.query(SERIES, values=values))
+    summary = rows_of(client.query(SUMMARY, values=values))[0]
 
 dau = int(summary["user_days"]) / DAYS
 mau = int(summary["mau"])

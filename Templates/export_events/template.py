@@ -1,5 +1,4 @@
 """export_events: a window of events streamed to a file, then summarised (Templates/SEMANTICS.md)."""
-import csv
 import hashlib
 import json
 
@@ -9,49 +8,54 @@ START = {{ start }}
 END = {{ end }}
 EVENT_NAMES = {{ event_names }}
 FORMAT = {{ format }}
+COLUMNS = ["uuid", "event", "distinct_id", "timestamp", "properties"]
 
-if START >= END:
+if START >= END:  # both are UTC `YYYY-MM-DDTHH:MM:SSZ`, so text order is time order
     raise SystemExit("sandbox-runner-error: start must be before end.")
 
 path = "events." + FORMAT
-columns = ["uuid", "event", "distinct_id", "timestamp", "properties"]
-by_event = {}
-rows = 0
-digest = hashlib.sha256()
 
 
-class Hashing:
-    """A text file that hashes what it writes (no second read of the file)."""
+class Sink:
+    """The output file (in the working directory, the sandbox's workspace), written as UTF-8 bytes
+    and hashed on the way: no second read, nothing held in memory but the current page."""
 
     def __init__(self, f):
-        self.f = f
+        self.f, self.size, self.digest = f, 0, hashlib.sha256()
 
-    def write(self, s):
-        digest.update(s.encode())
-        return self.f.write(s)
+    def write(self, text):
+        data = text.encode("utf-8")
+        self.digest.update(data)
+        self.size += len(data)
+        self.f.write(data)
 
 
-with PostHogClient() as client, open(path, "w", encoding="utf-8", newline="") as raw:
-    out = Hashing(raw)
-    writer = csv.writer(out) if FORMAT == "csv" else None
-    if writer:
-        writer.writerow(columns)
-    # Keyset pages, yielded as they come: memory stays flat however many events there are.
-    for event in client.export_events(START, END, event_names=EVENT_NAMES or None):
+rows = 0
+by_event = {}
+with PostHogClient() as client, open(path, "wb") as f:
+    sink = Sink(f)
+    if FORMAT == "csv":
+        import csv
+
+        writer = csv.writer(sink)  # RFC 4180: CRLF line ends, quoting as needed
+        writer.writerow(COLUMNS)  # properties stay a JSON text column
+    # Keyset pages ordered by (timestamp, uuid), yielded as they arrive: memory stays flat.
+    events = client.export_events(START, END, event_names=EVENT_NAMES or None, columns=COLUMNS,
+                                  parse_properties=FORMAT == "jsonl")
+    for event in events:
         rows += 1
         by_event[event["event"]] = by_event.get(event["event"], 0) + 1
-        if writer:
-            writer.writerow([event.get(c) if not isinstance(event.get(c), (dict, list)) else json.dumps(event.get(c)) for c in columns])
+        if FORMAT == "csv":
+            writer.writerow([event[c] for c in COLUMNS])
         else:
-            out.write(json.dumps({c: event.get(c) for c in columns}, default=str, ensure_ascii=False) + "\n")
-    size = raw.tell()
+            sink.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 emit({
     "rows": rows,
     "by_event": dict(sorted(by_event.items())),
     "format": FORMAT,
     "file": path,
-    "bytes": size,
-    "sha256": digest.hexdigest(),
+    "bytes": sink.size,
+    "sha256": sink.digest.hexdigest(),
     "parameters": {"start": START, "end": END, "event_names": EVENT_NAMES, "format": FORMAT},
 })

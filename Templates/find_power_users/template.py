@@ -4,22 +4,27 @@ from posthog_driver import PostHogClient, emit, rows_of
 DAYS = {{ days }}
 MIN_EVENTS = {{ min_events }}
 LIMIT = {{ limit }}
-PER_USER = """
-    SELECT distinct_id, count() AS events, count(DISTINCT toDate(timestamp)) AS active_days
-    FROM events
-    WHERE timestamp >= now() - toIntervalDay({days}) AND timestamp < now()
-    GROUP BY distinct_id
-    HAVING events >= {min_events}
+
+# One query: events and distinct active dates per user; `count() OVER ()` counts every power user
+# before LIMIT cuts the list.
+QUERY = """
+    SELECT distinct_id, events, active_days, count() OVER () AS power_user_count
+    FROM (
+        SELECT distinct_id, count() AS events, count(DISTINCT toDate(timestamp)) AS active_days
+        FROM events
+        WHERE timestamp >= now() - toIntervalDay({days}) AND timestamp < now()
+        GROUP BY distinct_id
+        HAVING events >= {min_events}
+    )
+    ORDER BY events DESC, distinct_id ASC
+    LIMIT {limit}
 """
-values = {"days": DAYS, "min_events": MIN_EVENTS, "limit": LIMIT}
 
 with PostHogClient() as client:
-    top = rows_of(client.query("SELECT distinct_id, events, active_days FROM (" + PER_USER
-                               + ") ORDER BY events DESC, distinct_id ASC LIMIT {limit}", values=values))
-    total = rows_of(client.query("SELECT count() AS n FROM (" + PER_USER + ")", values=values))
+    rows = rows_of(client.query(QUERY, values={"days": DAYS, "min_events": MIN_EVENTS, "limit": LIMIT}))
 
 emit({
-    "power_user_count": int(total[0]["n"]) if total else 0,
-    "users": [{"distinct_id": r["distinct_id"], "events": int(r["events"]), "active_days": int(r["active_days"])} for r in top],
+    "power_user_count": int(rows[0]["power_user_count"]) if rows else 0,
+    "users": [{"distinct_id": r["distinct_id"], "events": int(r["events"]), "active_days": int(r["active_days"])} for r in rows],
     "parameters": {"days": DAYS, "min_events": MIN_EVENTS, "limit": LIMIT},
 })

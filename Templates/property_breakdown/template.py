@@ -5,20 +5,28 @@ EVENT = {{ event }}
 PROPERTY = {{ property }}
 DAYS = {{ days }}
 LIMIT = {{ limit }}
-# The property name travels as a value too: properties[{property}] never pastes it into the query.
-WHERE = "event = {event} AND timestamp >= now() - toIntervalDay({days}) AND timestamp < now()"
-values = {"event": EVENT, "property": PROPERTY, "days": DAYS, "limit": LIMIT}
+
+# One query. The property name travels as a value too: properties[{property}] never pastes it into
+# the text. `sum(events) OVER ()` is every event of that name in the window, before LIMIT.
+QUERY = """
+    SELECT value, events, users, sum(events) OVER () AS total_events
+    FROM (
+        SELECT properties[{property}] AS value, count() AS events, count(DISTINCT distinct_id) AS users
+        FROM events
+        WHERE event = {event} AND timestamp >= now() - toIntervalDay({days}) AND timestamp < now()
+        GROUP BY value
+    )
+    ORDER BY events DESC, value ASC NULLS LAST
+    LIMIT {limit}
+"""
 
 with PostHogClient() as client:
-    rows = rows_of(client.query(
-        "SELECT properties[{property}] AS value, count() AS events, count(DISTINCT distinct_id) AS users FROM events WHERE "
-        + WHERE + " GROUP BY value ORDER BY events DESC, value ASC NULLS LAST LIMIT {limit}", values=values))
-    total = rows_of(client.query("SELECT count() AS n FROM events WHERE " + WHERE, values=values))
+    rows = rows_of(client.query(QUERY, values={"event": EVENT, "property": PROPERTY, "days": DAYS, "limit": LIMIT}))
 
-n = int(total[0]["n"]) if total else 0
+total = int(rows[0]["total_events"]) if rows else 0
 emit({
-    "total_events": n,
+    "total_events": total,
     "breakdown": [{"value": r["value"], "events": int(r["events"]), "users": int(r["users"]),
-                   "share": int(r["events"]) / n if n else 0.0} for r in rows],
+                   "share": int(r["events"]) / total if total else 0.0} for r in rows],
     "parameters": {"event": EVENT, "property": PROPERTY, "days": DAYS, "limit": LIMIT},
 })

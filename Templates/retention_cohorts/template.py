@@ -4,49 +4,62 @@ from posthog_driver import PostHogClient, emit, rows_of
 START_EVENT = {{ start_event }}
 RETURN_EVENT = {{ return_event }}
 WEEKS = {{ weeks }}
+WEEK_SECONDS = 7 * 86400
 
-# Cohort week per user (first start_event), joined to the weeks in which they did return_event.
+# Each user's cohort: the Monday-week of their first start_event, kept if it is one of the last
+# `weeks` weeks. (Used twice below; the text is fixed, the values are placeholders.)
+COHORT = """
+    SELECT distinct_id, toStartOfWeek(min(timestamp), 1) AS cohort_week
+    FROM events
+    WHERE event = {start_event} AND timestamp < now()
+    GROUP BY distinct_id
+    HAVING cohort_week >= toStartOfWeek(now() - toIntervalDay({cutoff_days}), 1)
+"""
+# One query for the whole matrix: offset -1 rows are the cohort's members (its size); offset k >= 0
+# rows are the members with a return_event in the week cohort_week + k. (user, week) pairs are
+# distinct, so count() is distinct users. age_seconds tells which offsets' weeks have started.
 QUERY = """
-    SELECT toString(c.cohort_week) AS cohort_week,
-           dateDiff('day', c.cohort_week, r.week) / 7 AS offset,
-           count(DISTINCT c.distinct_id) AS users
-    FROM (SELECT distinct_id, toStartOfWeek(min(timestamp), 1) AS cohort_week FROM events
-          WHERE event = {start_event} AND timestamp < now() GROUP BY distinct_id) AS c
-    LEFT JOIN (SELECT DISTINCT distinct_id, toStartOfWeek(timestamp, 1) AS week FROM events
-               WHERE event = {return_event} AND timestamp < now()) AS r ON r.distinct_id = c.distinct_id
-    WHERE c.cohort_week >= toStartOfWeek(now() - toIntervalDay({days}), 1)
-    GROUP BY cohort_week, offset
-    ORDER BY cohort_week, offset
+    SELECT toString(week0) AS cohort_week, offset, count() AS users,
+           dateDiff('second', week0, now()) AS age_seconds
+    FROM (
+        SELECT cohort_week AS week0, -1 AS offset, distinct_id FROM (""" + COHORT + """)
+        UNION ALL
+        SELECT c.cohort_week AS week0, intDiv(dateDiff('day', c.cohort_week, r.week), 7) AS offset,
+               c.distinct_id AS distinct_id
+        FROM (""" + COHORT + """) AS c
+        INNER JOIN (
+            SELECT DISTINCT distinct_id, toStartOfWeek(timestamp, 1) AS week
+            FROM events
+            WHERE event = {return_event}
+              AND timestamp >= toStartOfWeek(now() - toIntervalDay({cutoff_days}), 1) AND timestamp < now()
+        ) AS r ON r.distinct_id = c.distinct_id
+        WHERE r.week >= c.cohort_week AND r.week < c.cohort_week + toIntervalDay({span_days})
+    )
+    GROUP BY week0, offset
+    ORDER BY week0, offset
     LIMIT 50000
 """
-SIZES = """
-    SELECT toString(cohort_week) AS cohort_week, count() AS size, toString(now()) AS now_ts
-    FROM (SELECT distinct_id, toStartOfWeek(min(timestamp), 1) AS cohort_week FROM events
-          WHERE event = {start_event} AND timestamp < now() GROUP BY distinct_id)
-    WHERE cohort_week >= toStartOfWeek(now() - toIntervalDay({days}), 1)
-    GROUP BY cohort_week ORDER BY cohort_week LIMIT 1000
-"""
-values = {"start_event": START_EVENT, "return_event": RETURN_EVENT, "days": 7 * WEEKS}
+values = {"start_event": START_EVENT, "return_event": RETURN_EVENT, "cutoff_days": 7 * WEEKS, "span_days": 7 * WEEKS}
 
 with PostHogClient() as client:
-    sizes = rows_of(client.query(SIZES, values=values))
-    cells = rows_of(client.query(QUERY, values=values)) if sizes else []
+    cells = rows_of(client.query(QUERY, values=values))
 
-import datetime as _dt
-
-retained_by = {}
+sizes, retained, ages = {}, {}, {}
 for c in cells:
-    if c["offset"] is not None:
-        retained_by[(c["cohort_week"][:10], int(c["offset"]))] = int(c["users"])
-cohorts = []
-for s in sizes:
-    week = _dt.date.fromisoformat(s["cohort_week"][:10])
-    now = _dt.datetime.fromisoformat(s["now_ts"].replace("Z", "+00:00").replace(" ", "T"))
-    if now.tzinfo is not None:
-        now = now.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-    # Offsets whose week has started before now.
-    offsets = [k for k in range(WEEKS) if _dt.datetime.combine(week + _dt.timedelta(days=7 * k), _dt.time()) < now]
-    cohorts.append({"cohort_week": week.isoformat(), "size": int(s["size"]),
-                    "retained": [retained_by.get((week.isoformat(), k), 0) for k in offsets]})
+    week, offset, users = c["cohort_week"][:10], int(c["offset"]), int(c["users"])
+    ages[week] = int(c["age_seconds"])
+    if offset < 0:
+        sizes[week] = users
+    else:
+        retained[(week, offset)] = users
 
-emit({"cohorts": cohorts, "parameters": {"start_event": START_EVENT, "return_event": RETURN_EVENT, "weeks": WEEKS}})
+cohorts = []
+for week in sorted(sizes):
+    started = min(WEEKS, -(-ages[week] // WEEK_SECONDS))  # offsets k whose week starts before now
+    cohorts.append({"cohort_week": week, "size": sizes[week],
+                    "retained": [retained.get((week, k), 0) for k in range(started)]})
+
+emit({
+    "cohorts": cohorts,
+    "parameters": {"start_event": START_EVENT, "return_event": RETURN_EVENT, "weeks": WEEKS},
+})
