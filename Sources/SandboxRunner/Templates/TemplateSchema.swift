@@ -67,21 +67,9 @@ public enum TemplateSchema {
         return p
     }
 
-    /// The result document's schema, with the template's own output schema as `data`.
+    /// The result document's schema, with the template's own output schema as `data` (the one
+    /// definition lives with the document: `RunResult.jsonSchema`).
     public static func result(dataSchema: JSONValue?) -> JSONValue {
-        let str: JSONValue = .object(["type": .string("string")])
-        let nullableStr: JSONValue = .object(["type": .array([.string("string"), .string("null")])])
-        let int: JSONValue = .object(["type": .string("integer")])
-        let bool: JSONValue = .object(["type": .string("boolean")])
-        return .object([
-            "type": .string("object"),
-            "properties": .object([
-                "success": bool, "output": str, "error": nullableStr,
-                "data": dataSchema ?? .object([:]),
-                "exitCode": int, "durationMs": int, "template": nullableStr, "backend": str, "runId": str,
-                "stderr": str, "truncated": bool, "timedOut": bool,
-            ]),
-            "required": .array(["success", "output", "error", "exitCode", "durationMs", "backend", "runId", "stderr", "truncated"].map(JSONValue.string)),
-        ])
+        RunResult.jsonSchema(dataSchema: dataSchema)
     }
 }

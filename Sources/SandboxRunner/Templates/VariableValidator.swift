@@ -175,7 +175,8 @@ public enum VariableValidator {
         case .json(let j): shown = j.jsonText()
         }
         let clipped = shown.count > 40 ? String(shown.prefix(40)) + "…" : shown
-        return RunnerError(.badInput, "Variable '\(spec.name)' \(what); got '\(clipped)'.")
+        let variable = RunnerError.Parameter.variable(spec.name)
+        return RunnerError(.badInput, phrase: "\(subject: variable) \(what); got '\(clipped)'.", parameter: variable)
     }
 
     static func parseDate(_ s: String) -> String? {
