@@ -181,7 +181,7 @@ struct APIResponder: HTTPResponder {
                                             parameter: .script))
             }
             guard script.unicodeScalars.count <= TemplateTools.maxScriptCharacters else {
-                return .failure(RunnerError(.tooLarge, phrase: "\(subject: .script) is over \(TemplateTools.maxScriptCharacters) characters; send a smaller script.",
+                return .failure(RunnerError(.badInput, phrase: "\(subject: .script) is over \(TemplateTools.maxScriptCharacters) characters; send a smaller script.",
                                             parameter: .script))
             }
             let net: NetworkPolicy = executor.environment["POSTHOG_API_URL"] != nil ? .host : .none
@@ -198,7 +198,7 @@ struct APIResponder: HTTPResponder {
         case .failure(let e): return error(e)
         case .success(let p): parsed = p
         }
-        let (run, wait) = parsed
+        var (run, wait) = parsed
         runId = run.runId
         let template: String? = { if case .template(let n, _) = run.source { return n }; return nil }()
         // Bad variables are refused before a slot or a sandbox is taken.
@@ -216,18 +216,26 @@ struct APIResponder: HTTPResponder {
                 return json(202, server.runs.status(record), headers: h)
             }
         }
-        let killer = ProcessKiller()
+        // A sync run is a run like the others: GET /v1/runs/{id} and its events work while it goes and after.
+        let record = server.runs.register(run, template: template)
+        let killer = record.killer
         let watch = DisconnectWatch(killer: killer)
         context.channel.closeFuture.whenComplete { _ in watch.fire() }
         if let refusal = await server.gate.enter(killer: killer) {
             watch.disarm()
+            server.runs.forget(record)
             return error(refusal, runId: run.runId)
         }
+        _ = server.runs.start(record)
+        let streams = OutputStreams(redactor: executor.redactor) { [runs = server.runs] name, text in runs.emit(record, name, text) }
+        run.onOutput = { fd, chunk in streams.feed(fd, chunk) }
         server.running.add(run.runId, killer)
         let result = await executor.run(run, killer: killer)
         watch.disarm()
         server.running.remove(run.runId)
+        streams.flush()
         server.gate.leave()
+        server.runs.finish(record, result)
         if let kind = result.errorKind, !kind.isRunOutcome {
             return error(RunnerError(kind, result.error ?? "The run failed."), runId: run.runId)
         }

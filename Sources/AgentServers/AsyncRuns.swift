@@ -125,6 +125,18 @@ final class RunStore: @unchecked Sendable {
         return .success(r)
     }
 
+    /// Registers a sync run (already admitted by the caller's own bounds): no worker runs it.
+    func register(_ request: RunRequest, template: String?) -> Record {
+        let r = Record(id: request.runId, template: template)
+        lock.withLock { records[r.id] = r }
+        return r
+    }
+
+    /// Drops a run that never started (refused).
+    func forget(_ r: Record) {
+        lock.withLock { records[r.id] = nil }
+    }
+
     func record(_ id: String) -> Record? {
         lock.lock(); defer { lock.unlock() }
         return records[id]

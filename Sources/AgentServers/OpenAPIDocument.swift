@@ -83,7 +83,9 @@ enum OpenAPIDocument {
             var props = common
             props["template"] = .object(["const": .string(t.name)])
             props["variables"] = ref("variables_\(t.name)")
-            return .object(["type": "object", "additionalProperties": false, "required": .array(["template"]),
+            let needsVariables = t.manifest.variables.contains(where: \.isRequired)
+            return .object(["type": "object", "additionalProperties": false,
+                            "required": .array(needsVariables ? ["template", "variables"] : ["template"]),
                             "title": .string("run \(t.name)"), "properties": .object(props)])
         }
         var scriptProps = common
@@ -128,9 +130,9 @@ enum OpenAPIDocument {
         let bearer: JSONValue = .array([.object(["bearer": .array([])])])
         let runIdParam: JSONValue = .object(["name": "id", "in": "path", "required": true, "schema": .object(["type": "string"]),
                                              "description": "The run's id (runId)."])
-        func op(_ summary: String, _ ok: [String: JSONValue], errors names: [String], secure: Bool = true,
+        func op(_ id: String, _ summary: String, _ ok: [String: JSONValue], errors names: [String], secure: Bool = true,
                 extra: [String: JSONValue] = [:]) -> JSONValue {
-            var o: [String: JSONValue] = ["summary": .string(summary),
+            var o: [String: JSONValue] = ["operationId": .string(id), "summary": .string(summary),
                                           "responses": .object(ok.merging(errorResponses(names + (secure ? secured : always))) { a, _ in a })]
             o["security"] = secure ? bearer : .array([])
             for (k, v) in extra { o[k] = v }
@@ -140,36 +142,53 @@ enum OpenAPIDocument {
             [status: .object(["description": .string(description), "content": content(schema, type: type)])]
         }
 
+        let runLink: (String) -> JSONValue = { id in
+            .object(["operationId": .string(id), "parameters": .object(["id": "$response.body#/runId"])])
+        }
+        let runLinks: JSONValue = .object(["GetRun": runLink("getRun"), "DeleteRun": runLink("deleteRun"), "GetRunEvents": runLink("getRunEvents")])
+        // One Server-Sent Event as a client parses it.
+        let sseEvent: JSONValue = .object([
+            "type": "object", "required": .array(["event", "data"]),
+            "properties": .object([
+                "event": .object(["type": "string", "enum": .array(["state", "stdout", "stderr", "result"])]),
+                "data": .object(["type": "string", "description": "JSON: {state} for state, {text} for stdout/stderr, the result document for result."]),
+                "id": .object(["type": "string"]),
+            ]),
+        ])
         let paths: [String: JSONValue] = [
-            "/healthz": .object(["get": op("Liveness and what the server has", ok("200", "Serving", ref("Health")), errors: [], secure: false)]),
-            "/openapi.json": .object(["get": op("This document", ok("200", "The OpenAPI document", .object(["type": "object"])), errors: [],
+            "/healthz": .object(["get": op("getHealth", "Liveness and what the server has", ok("200", "Serving", ref("Health")), errors: [], secure: false)]),
+            "/openapi.json": .object(["get": op("getOpenAPI", "This document", ok("200", "The OpenAPI document", .object(["type": "object"])), errors: [],
                                                 secure: false)]),
-            "/v1/templates": .object(["get": op("Every template with its JSON Schema", ok("200", "The templates", ref("TemplateList")),
+            "/v1/templates": .object(["get": op("listTemplates", "Every template with its JSON Schema", ok("200", "The templates", ref("TemplateList")),
                                                 errors: [])]),
             "/v1/templates/{name}": .object(["get": op(
-                "One template with its input and result schemas", ok("200", "The template", ref("Template")), errors: ["NotFound"],
+                "getTemplate", "One template with its input and result schemas", ok("200", "The template", ref("Template")), errors: ["NotFound"],
                 extra: ["parameters": .array([.object(["name": "name", "in": "path", "required": true, "schema": .object(["type": "string"])])])])]),
             "/v1/runs": .object(["post": op(
-                "Run a template or a script: the result document, or (wait: false) 202 and the run's status",
-                ok("200", "The run happened (it may have failed: see success and errorKind)", ref("RunResult")).merging([
+                "createRun", "Run a template or a script: the result document, or (wait: false) 202 and the run's status",
+                [
+                    "200": .object([
+                        "description": "The run happened (it may have failed: see success and errorKind); it stays at /v1/runs/{id} for the retention period.",
+                        "content": content(ref("RunResult")), "links": runLinks,
+                    ]),
                     "202": .object([
                         "description": "Accepted: poll Location (GET /v1/runs/{id}) or stream /v1/runs/{id}/events.",
                         "headers": .object(["Location": .object(["schema": .object(["type": "string"]), "required": true])]),
-                        "content": content(ref("RunStatus")),
+                        "content": content(ref("RunStatus")), "links": runLinks,
                     ]),
-                ]) { a, _ in a },
+                ],
                 errors: ["BadRequest", "NotFound", "PayloadTooLarge", "TooManyRequests"],
                 extra: ["requestBody": .object(["required": true, "content": content(ref("RunRequest"))])])]),
             "/v1/runs/{id}": .object([
                 "parameters": .array([runIdParam]),
-                "get": op("An async run's state, then its result", ok("200", "The run's status", ref("RunStatus")), errors: ["NotFound"]),
-                "delete": op("Cancel the run (its sandbox is killed) and forget it; answers its final status",
+                "get": op("getRun", "A run's state, then its result", ok("200", "The run's status", ref("RunStatus")), errors: ["NotFound"]),
+                "delete": op("deleteRun", "Cancel the run (its sandbox is killed) and forget it; answers its final status",
                              ok("200", "The run's final status", ref("RunStatus")), errors: ["NotFound"]),
             ]),
             "/v1/runs/{id}/events": .object([
                 "parameters": .array([runIdParam]),
-                "get": op("The run as Server-Sent Events: state, stdout and stderr chunks as they arrive ({\"text\": …}), then result "
-                    + "(the result document)", ok("200", "An event stream", .object(["type": "string"]), type: "text/event-stream"),
+                "get": op("getRunEvents", "The run as Server-Sent Events: state, stdout and stderr chunks as they arrive ({\"text\": …}), then result "
+                    + "(the result document)", ok("200", "An event stream", sseEvent, type: "text/event-stream"),
                           errors: ["NotFound"]),
             ]),
         ]

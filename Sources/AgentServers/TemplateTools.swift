@@ -136,7 +136,7 @@ public struct TemplateTools: Sendable {
                                            parameter: .script), template: nil)
             }
             guard script.unicodeScalars.count <= Self.maxScriptCharacters else {
-                return failure(RunnerError(.tooLarge, phrase: "\(subject: .script) is over \(Self.maxScriptCharacters) characters; send a smaller script.",
+                return failure(RunnerError(.badInput, phrase: "\(subject: .script) is over \(Self.maxScriptCharacters) characters; send a smaller script.",
                                            parameter: .script), template: nil)
             }
             let usesPostHog = executor.environment["POSTHOG_API_URL"] != nil

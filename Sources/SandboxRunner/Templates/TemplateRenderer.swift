@@ -25,10 +25,10 @@ public enum TemplateRenderer {
         }
         var values: [String: JSONValue] = [:]
         for spec in specs {
-            if let input = inputs[spec.name] {
-                // An explicit JSON null leaves an optional variable unset.
-                values[spec.name] = input == .json(.null) && !spec.isRequired ? .null : try VariableValidator.validate(input, spec: spec)
+            if let input = inputs[spec.name], !(input == .json(.null) && !spec.isRequired) {
+                values[spec.name] = try VariableValidator.validate(input, spec: spec)
             } else if let def = spec.default {
+                // Not given, or an explicit JSON null for an optional variable: its default.
                 values[spec.name] = def == .null ? .null : try VariableValidator.validate(.json(def), spec: spec)
             } else if !spec.isRequired {
                 values[spec.name] = .null  // optional without a default: the script gets None

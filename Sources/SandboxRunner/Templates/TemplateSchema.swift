@@ -6,7 +6,15 @@ public enum TemplateSchema {
     /// The input schema: types, bounds, enums, defaults, descriptions, `required`, no extra keys.
     public static func input(_ m: TemplateManifest) -> JSONValue {
         var properties: [String: JSONValue] = [:]
-        for v in m.variables { properties[v.name] = .object(property(v)) }
+        for v in m.variables {
+            var p = property(v)
+            if !v.isRequired {
+                // An optional variable also takes null: "unset", i.e. its default (the renderer's rule).
+                if case .string(let t)? = p["type"] { p["type"] = .array([.string(t), "null"]) }
+                if case .array(let values)? = p["enum"] { p["enum"] = .array(values + [.null]) }
+            }
+            properties[v.name] = .object(p)
+        }
         let required = m.variables.filter(\.isRequired).map { JSONValue.string($0.name) }
         var schema: [String: JSONValue] = [
             "type": .string("object"),
