@@ -11,6 +11,7 @@ struct StreamRedactor {
     init(redactor: Redactor) { self.redactor = redactor }
 
     private var holdBack: Int { max(0, (redactor.secrets.map { $0.unicodeScalars.count }.max() ?? 0) - 1) }
+    private var secretHeads: [[Unicode.Scalar]] { redactor.secrets.map { Array($0.unicodeScalars) } }
 
     /// Takes a chunk; answers the redacted text that is safe to pass on now.
     mutating func feed(_ chunk: UnsafeRawBufferPointer) -> String {
@@ -28,7 +29,12 @@ struct StreamRedactor {
         bytes.removeFirst(cut)
         let all = redactor.redact(held + text)
         let scalars = Array(all.unicodeScalars)
-        let keep = min(holdBack, scalars.count)
+        // Hold back only the longest tail that could be the start of a secret.
+        var keep = 0
+        for k in stride(from: min(holdBack, scalars.count), through: 1, by: -1) {
+            let tail = scalars[(scalars.count - k)...]
+            if secretHeads.contains(where: { $0.starts(with: tail) }) { keep = k; break }
+        }
         held = String(String.UnicodeScalarView(scalars[(scalars.count - keep)...]))
         return String(String.UnicodeScalarView(scalars[..<(scalars.count - keep)]))
     }

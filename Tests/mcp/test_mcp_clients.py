@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from conftest import BINARY, ROOT, connect, sandboxes, wait_for
+from mcp_support import BINARY, ROOT, connect, sandboxes, wait_for
 
 sys.path.insert(0, str(ROOT / "tools" / "posthog-local"))
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-from conftest import BINARY, TOKEN, sandboxes, wait_for
+from mcp_support import BINARY, TOKEN, sandboxes, wait_for
 
 SLOW = "import time\ntime.sleep(5)\nprint('{}')"
 
