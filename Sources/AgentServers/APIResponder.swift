@@ -221,6 +221,7 @@ struct APIResponder: HTTPResponder {
         let killer = record.killer
         let watch = DisconnectWatch(killer: killer)
         context.channel.closeFuture.whenComplete { _ in watch.fire() }
+        server.connections.onHangup(context.channel) { watch.fire() }
         if let refusal = await server.gate.enter(killer: killer) {
             watch.disarm()
             server.runs.forget(record)

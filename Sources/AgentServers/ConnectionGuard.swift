@@ -25,6 +25,8 @@ final class ConnectionGuard: @unchecked Sendable {
         let channel: any Channel
         var phase: Phase = .awaitingHead
         var since: ContinuousClock.Instant
+        var hungUp = false
+        var onHangup: [@Sendable () -> Void] = []
         init(channel: any Channel, since: ContinuousClock.Instant) { self.channel = channel; self.since = since }
     }
 
@@ -53,6 +55,24 @@ final class ConnectionGuard: @unchecked Sendable {
 
     func update(_ e: Entry, _ phase: Phase) {
         lock.lock(); e.phase = phase; e.since = .now; lock.unlock()
+    }
+
+    /// Calls `action` once the client hangs up (closes its side or the connection); at once if it has.
+    func onHangup(_ channel: any Channel, _ action: @escaping @Sendable () -> Void) {
+        lock.lock()
+        guard let e = entries[ObjectIdentifier(channel)], !e.hungUp else { lock.unlock(); action(); return }
+        e.onHangup.append(action)
+        lock.unlock()
+    }
+
+    func hungUp(_ channel: any Channel) {
+        lock.lock()
+        let e = entries[ObjectIdentifier(channel)]
+        let actions = e?.onHangup ?? []
+        e?.hungUp = true
+        e?.onHangup = []
+        lock.unlock()
+        for a in actions { a() }
     }
 
     func opened() { lock.lock(); open += 1; lock.unlock() }
@@ -113,8 +133,15 @@ final class ConnectionDeadlineHandler: ChannelDuplexHandler, RemovableChannelHan
 
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
+        guarded.hungUp(context.channel)
         guarded.unregister(context.channel)
         context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // The client closed its side: nobody is left to read an answer.
+        if case ChannelEvent.inputClosed? = event as? ChannelEvent { guarded.hungUp(context.channel) }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -67,7 +67,7 @@ public final class HTTPAPIServer: Sendable {
     static func connectionCap(_ config: HTTPAPIConfiguration) -> Int {
         var limit = rlimit()
         guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return config.maxConnections }
-        let reserve = 48 + 8 * config.maxConcurrent
+        let reserve = 64 + 16 * config.maxConcurrent
         let available = Int(min(limit.rlim_cur, 1 << 20)) - reserve
         return max(8, min(config.maxConnections, available))
     }

@@ -15,13 +15,14 @@ TOKEN = "test-token-for-serve"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def start(*args: str, token: str | None = TOKEN, preexec_fn=None) -> tuple[subprocess.Popen, str]:
+def start(*args: str, token: str | None = TOKEN, preexec_fn=None, stderr=subprocess.PIPE) -> tuple[subprocess.Popen, str]:
+    """Starts `serve`; pass stderr=DEVNULL when nobody reads the access log (a full pipe blocks the server)."""
     env = dict(os.environ)
     env.pop("SANDBOX_RUNNER_TOKEN", None)
     if token:
         env["SANDBOX_RUNNER_TOKEN"] = token
-    proc = subprocess.Popen([BINARY, "serve", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    proc = subprocess.Popen([BINARY, "serve", "--port", "0", *args], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
                             preexec_fn=preexec_fn)
     line = proc.stdout.readline()
-    assert "listening on " in line, proc.stderr.read()
+    assert "listening on " in line, proc.stderr.read() if proc.stderr else line
     return proc, line.split("listening on ", 1)[1].strip()

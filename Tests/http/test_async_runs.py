@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from typing import Iterator
 
@@ -15,7 +16,7 @@ from serve_support import AUTH, sandboxes, start, wait_for
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[int, str]]:
-    proc, url = start("--retention", "3")
+    proc, url = start("--retention", "3", stderr=subprocess.DEVNULL)
     yield proc.pid, url
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
