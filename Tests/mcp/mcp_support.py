@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
 import time
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import httpx2
+import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
@@ -76,3 +79,21 @@ def wait_for(predicate, timeout: float, step: float = 0.1) -> bool:
             return True
         time.sleep(step)
     return predicate()
+
+
+# Fixtures (imported by the test modules: no conftest.py here, whose module name would clash with the others).
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def http_server() -> Iterator[tuple[subprocess.Popen, str]]:
+    env = {**os.environ, "SANDBOX_RUNNER_TOKEN": TOKEN}
+    proc = subprocess.Popen([BINARY, "serve", "--port", "0", "--demo"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=env)
+    line = proc.stdout.readline()
+    assert "listening on " in line
+    yield proc, line.split("listening on ", 1)[1].strip()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0

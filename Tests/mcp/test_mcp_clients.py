@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from mcp_support import anyio_backend, http_server  # noqa: F401 (fixtures)
 from mcp_support import BINARY, ROOT, connect, sandboxes, wait_for
 
 sys.path.insert(0, str(ROOT / "tools" / "posthog-local"))

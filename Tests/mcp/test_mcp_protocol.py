@@ -10,6 +10,7 @@ from typing import Any
 
 import requests
 
+from mcp_support import anyio_backend, http_server  # noqa: F401 (fixtures)
 from mcp_support import BINARY, TOKEN, sandboxes, wait_for
 
 SLOW = "import time\ntime.sleep(5)\nprint('{}')"
