@@ -107,6 +107,7 @@ class App:
         self.rate = RateLimiter(self.limits)
         self.concurrency = ConcurrencyLimiter(self.limits)
         self.queries = QueryService(store, self.limits, self.concurrency, self.log)
+        self.received: list[dict[str, Any]] = []  # the HogQL texts received, newest last (GET /_local/queries)
         self.routes = self._routes()
 
     # -- routing -------------------------------------------------------------------------------
@@ -283,6 +284,9 @@ class App:
     def query(self, req: Request, params: dict[str, Any]) -> Response:
         body = _json_body(req)
         query = body.get("query")
+        if isinstance(query, dict) and isinstance(query.get("query"), str):
+            self.received = self.received[-499:] + [{"query": query["query"], "values": query.get("values"),
+                                                      "refresh": body.get("refresh")}]
         if isinstance(query, dict) and query.get("kind") == "HogQLQuery":
             # HogQLQueryThrottle: per personal key, before the query is even looked at
             try:
@@ -522,6 +526,10 @@ class App:
                     self.queries.clear()
             return Response.json(200, {"limits": self.limits.describe(), "running": self.concurrency.running,
                                        "executions": self.queries.executions})
+        if bare == "/_local/queries":
+            if req.method == "DELETE":
+                self.received = []
+            return Response.json(200, {"queries": self.received})
         if bare == "/_local/stats":
             if req.method == "DELETE":
                 self.stats.reset()

@@ -327,6 +327,13 @@ class _Rewriter:
         zone. DuckDB's date_diff does the same except for weeks, which ClickHouse counts as Monday
         boundaries (toRelativeWeekNum); DuckDB counts whole 7-day spans."""
         unit = (node.unit.name if node.unit is not None else "").lower().strip("'")
+        if unit.startswith(PH_PREFIX):  # dateDiff({unit}, …): PostHog prints the value as a constant
+            name = next((n for m, n in self.markers.items() if m.lower() == unit), None)
+            value = self.values.get(name) if name is not None else None
+            if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{1,12}", value):
+                raise HogQLError("dateDiff's unit must be a constant string such as 'day' or 'week'")
+            unit = value.lower()
+            node.set("unit", exp.Var(this=unit.upper()))
         if unit not in ("week", "weeks", "wk", "ww"):
             return node
         start, end = node.expression, node.this
