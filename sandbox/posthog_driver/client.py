@@ -263,7 +263,8 @@ class PostHogClient:
         now = time.monotonic()
         self._sent = [t for t in self._sent if t > now - period]
         if len(self._sent) >= queries:
-            delay = self._sent[0] + period - now
+            # PostHog times a query when it arrives, a little after we send it: keep a margin
+            delay = self._sent[0] + period + min(1.0, 0.1 * period) - now
             if delay > 0:
                 _log.log(_log.INFO, "pacing: waiting %.1f s to stay within %d queries per %g s", delay, queries, period)
                 if delay >= 1.0:
