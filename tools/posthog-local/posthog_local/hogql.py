@@ -228,6 +228,7 @@ class _Rewriter:
         self.markers = markers
         self.params: dict[str, Any] = {}
         self.param_values: dict[str, Any] = {}  # DuckDB param name -> value
+        self.param_names: dict[str, str] = {}  # DuckDB param name -> placeholder name
         self.now_sql = now_sql
         self.today_sql = today_sql
         self.aliases = aliases
@@ -239,6 +240,7 @@ class _Rewriter:
     def placeholder(self, marker: str) -> exp.Expression:
         name = self.markers[marker]
         pname = "p_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+        self.param_names[pname] = name
         value = _param_value(name, self.values[name])
         self.params[pname] = value
         self.param_values[pname] = value
@@ -909,12 +911,51 @@ def _zero_empty_sums(tree: exp.Expression) -> None:
         node.replace(exp.Coalesce(this=node.copy(), expressions=[exp.Literal.number(0)]))
 
 
+def _shape(value: Any) -> Any:
+    """What of a value can change the SQL: its type; an int's value (a LIMIT, a window, a week
+    mode are printed); a list's emptiness and item types. Strings never reach the SQL text."""
+    if isinstance(value, bool) or value is None:
+        return (type(value).__name__, value)
+    if isinstance(value, int):
+        return ("int", value)
+    if isinstance(value, list):
+        return ("list", len(value) == 0, tuple(sorted({type(v).__name__ for v in value})))
+    if isinstance(value, str) and len(value) <= 12 and value.isalpha():
+        return ("word", value.lower())  # e.g. dateDiff({unit}, …) prints the unit
+    return (type(value).__name__,)
+
+
+_CACHE: dict[Any, tuple[Translation, dict[str, str]]] = {}
+_CACHE_LOCK = __import__("threading").Lock()
+
+
 def translate(query: str, values: dict[str, Any] | None, now_sql: str, today_sql: str,
               default_limit: int = DEFAULT_LIMIT, max_limit: int = MAX_LIMIT, week_start_day: int = 1) -> Translation:
-    """Translate one HogQL SELECT. Raises HogQLError for anything outside the supported subset."""
+    """Translate one HogQL SELECT. Raises HogQLError for anything outside the supported subset.
+    Translations are remembered by query text and the shape of its values (export pages send one
+    text with new values): a hit only binds the new values."""
     if not isinstance(query, str) or not query.strip():
         raise HogQLError("Query is empty")
     values = dict(values or {})
+    key = (query, now_sql, today_sql, default_limit, max_limit, week_start_day,
+           tuple(sorted((k, _shape(v)) for k, v in values.items())))
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+    if hit is not None:
+        cached, names = hit
+        params = {pname: _param_value(name, values[name]) for pname, name in names.items()}
+        return Translation(sql=cached.sql, params=params, columns=cached.columns, limit=cached.limit,
+                           fetch=cached.fetch, has_explicit_limit=cached.has_explicit_limit)
+    tr, names = _translate(query, values, now_sql, today_sql, default_limit, max_limit, week_start_day)
+    with _CACHE_LOCK:
+        if len(_CACHE) > 512:
+            _CACHE.clear()
+        _CACHE[key] = (tr, names)
+    return tr
+
+
+def _translate(query: str, values: dict[str, Any], now_sql: str, today_sql: str, default_limit: int,
+               max_limit: int, week_start_day: int) -> tuple[Translation, dict[str, str]]:
     ast = check(query, values)  # PostHog's parser and function registry first: refuse what PostHog refuses
     text, markers = _scan(query, values)
     try:
@@ -981,5 +1022,6 @@ def translate(query: str, values: dict[str, Any] | None, now_sql: str, today_sql
     # Bind only the parameters the final SQL uses (a LIMIT placeholder became a literal, an
     # empty-list IN became FALSE).
     params = {k: v for k, v in rewriter.params.items() if re.search(rf"\${k}\b", sql)}
+    names = {k: rewriter.param_names[k] for k in params}
     return Translation(sql=sql, params=params, columns=columns, limit=limit, fetch=fetch,
-                       has_explicit_limit=explicit)
+                       has_explicit_limit=explicit), names

@@ -84,9 +84,10 @@ def format_value(value: Any) -> Any:
     if isinstance(value, float):
         return None if math.isnan(value) or math.isinf(value) else value
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None or value.utcoffset() == dt.timedelta(0):
+        if value.tzinfo is None:
             return iso_datetime(value)
-        return value.isoformat(timespec="microseconds")  # in the query's time zone, with its offset
+        text = value.isoformat(timespec="microseconds")  # in the query's time zone, with its offset
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
