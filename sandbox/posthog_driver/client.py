@@ -282,9 +282,13 @@ class PostHogClient:
         """Waits for a query PostHog runs asynchronously (an answer with `query_status` not
         complete): polls GET query/{id}/ until it is done or the caller's deadline passes."""
         status = doc.get("query_status") if isinstance(doc, dict) else None
-        if not isinstance(status, dict) or status.get("complete") is not False or \
-                isinstance(doc.get("results"), list):
+        if not isinstance(status, dict) or isinstance(doc.get("results"), list):
             return doc
+        if status.get("complete"):  # already done when PostHog answered
+            if status.get("error"):
+                detail = clean_detail(str(status.get("error_message") or "unknown error"), self.settings.secrets)
+                raise QueryError(f"PostHog could not run the HogQL query: {detail}", 400, detail=detail)
+            return status["results"] if isinstance(status.get("results"), dict) else doc
         query_id = status.get("id")
         if not isinstance(query_id, str) or not query_id.replace("-", "").isalnum():
             raise PostHogError("PostHog queued the query without an id to follow; try again.")

@@ -134,16 +134,18 @@ class QueryService:
                              "query_id": uuidlib.uuid4().hex}
         stale = key in self._cache
         if mode in ("async", "force_async") or (mode == "lazy_async" and stale):
-            job = self._start_job(project, query, values, convert_tz, key)
-            return 202, {"query_status": job.status(), "results": None, "is_cached": False}
+            job, queued = self._start_job(project, query, values, convert_tz, key)
+            return 202, {"query_status": queued, "results": None, "is_cached": False}
         answer = self._compute(project, query, values, convert_tz)
         at_iso = self._remember(key, answer)
         return 200, {**answer, "is_cached": False, "last_refresh": at_iso, "cache_key": _short(key),
                      "query_id": uuidlib.uuid4().hex}
 
     # -- async ------------------------------------------------------------------------------------
-    def _start_job(self, project: Project, query: str, values: dict[str, Any], convert_tz: bool, key: str) -> Job:
+    def _start_job(self, project: Project, query: str, values: dict[str, Any], convert_tz: bool,
+                   key: str) -> tuple[Job, dict[str, Any]]:
         job = Job(id=uuidlib.uuid4().hex, team_id=project.id, started=_now_iso())
+        queued = job.status()  # what the 202 says, whatever the thread has done by then
         with self._lock:
             self._jobs[job.id] = job
             while len(self._jobs) > _MAX_JOBS:
@@ -166,7 +168,7 @@ class QueryService:
                 job.done.set()
 
         threading.Thread(target=work, name=f"query-{job.id[:8]}", daemon=True).start()
-        return job
+        return job, queued
 
     def status(self, team_id: int, query_id: str) -> tuple[int, dict[str, Any]] | None:
         with self._lock:
