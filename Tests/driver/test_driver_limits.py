@@ -101,12 +101,18 @@ def _all_uuids(client: PostHogClient) -> list[str]:
 def test_export_under_a_small_query_budget_finishes_by_waiting(limited: Server) -> None:
     with make(limited) as c:
         expected = _all_uuids(c)
-    assert len(expected) > 4000
+        limited.session.delete(f"{limited.url}/_local/stats", timeout=5)
+        assert len([e for e in c.export_events(*WINDOW, columns=["uuid"], page_size=700)]) == len(expected)
+    pages = requests_to(limited, "POST", QUERY)  # the queries of an unthrottled export
+    assert len(expected) > 4000 and pages > 6
+    limited.session.delete(f"{limited.url}/_local/stats", timeout=5)
     set_limits(limited, enabled=True, query_rate_spec="3/2s")  # compressed time: 3 queries per 2 s
     with make(limited, max_retry_wait=60) as c:
         got = [e["uuid"] for e in c.export_events(*WINDOW, columns=["uuid"], page_size=700)]
     assert got == expected  # every event once, in order: no duplicate, no gap
-    assert stats(limited)["by_status"].get("429", 0) >= 2  # it did run into the limit and waited
+    by_status = stats(limited)["by_status"]
+    assert by_status.get("429", 0) >= 2  # it did run into the limit and waited
+    assert by_status.get("200") == pages  # each throttled page was asked again from its key, not from the start
 
 
 def test_a_client_that_knows_the_budget_paces_itself(limited: Server) -> None:
