@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -71,22 +72,22 @@ def serve(argv: list[str]) -> int:
                         help="inject a fault, e.g. 429:count=2:retry_after=1:path=/api/")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     parser.add_argument("--threads", type=int, default=2, help="DuckDB worker threads")
-    env = __import__("os").environ
+    env = os.environ
     limits = parser.add_argument_group("limits (PostHog's by default; env POSTHOG_LOCAL_<NAME>)")
     limits.add_argument("--query-rate", default=env.get("POSTHOG_LOCAL_QUERY_RATE", "120/hour"),
                         help="HogQL queries per personal key and period: 120/hour, 5/minute, 5/10s")
-    limits.add_argument("--concurrency", type=int, default=int(env.get("POSTHOG_LOCAL_CONCURRENCY", "3")),
+    limits.add_argument("--concurrency", type=int, default=env.get("POSTHOG_LOCAL_CONCURRENCY", "3"),
                         help="queries running at once (per organization)")
-    limits.add_argument("--concurrency-wait", type=float, default=float(env.get("POSTHOG_LOCAL_CONCURRENCY_WAIT", "30")),
+    limits.add_argument("--concurrency-wait", type=float, default=env.get("POSTHOG_LOCAL_CONCURRENCY_WAIT", "30"),
                         help="seconds a query waits for a free slot before 429")
     limits.add_argument("--max-execution-time", type=float,
-                        default=float(env.get("POSTHOG_LOCAL_MAX_EXECUTION_TIME", "60")),
+                        default=env.get("POSTHOG_LOCAL_MAX_EXECUTION_TIME", "60"),
                         help="seconds a query may run")
-    limits.add_argument("--cohort-batch", type=int, default=int(env.get("POSTHOG_LOCAL_COHORT_BATCH", "1000")),
+    limits.add_argument("--cohort-batch", type=int, default=env.get("POSTHOG_LOCAL_COHORT_BATCH", "1000"),
                         help="persons per add_persons_to_static_cohort call")
-    limits.add_argument("--max-body-bytes", type=int, default=int(env.get("POSTHOG_LOCAL_MAX_BODY_BYTES", str(20 << 20))),
+    limits.add_argument("--max-body-bytes", type=int, default=env.get("POSTHOG_LOCAL_MAX_BODY_BYTES", str(20 << 20)),
                         help="largest request body")
-    limits.add_argument("--cache-ttl", type=float, default=float(env.get("POSTHOG_LOCAL_CACHE_TTL", "300")),
+    limits.add_argument("--cache-ttl", type=float, default=env.get("POSTHOG_LOCAL_CACHE_TTL", "300"),
                         help="seconds a query answer stays fresh for refresh=blocking")
     limits.add_argument("--no-limits", action="store_true", default=env.get("POSTHOG_LOCAL_NO_LIMITS") == "1",
                         help="no query rate or concurrency limit")
