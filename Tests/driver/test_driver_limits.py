@@ -207,3 +207,13 @@ def test_driver_logs_no_wait_below_info(local: Server, caplog: pytest.LogCapture
     waits = [r for r in caplog.records if "rate-limiting" in r.getMessage()]
     assert len(waits) == 2 and all(r.levelno == logging.INFO for r in waits)
     assert requests_to(local, "POST", QUERY) == 3
+
+
+def test_pacing_never_sleeps_past_the_wait_budget(local: Server) -> None:
+    with make(local, query_rate="1/60s", max_retry_wait=2) as c:
+        c.query("SELECT 1")
+        started = time.monotonic()
+        with pytest.raises(RateLimitError) as caught:
+            c.query("SELECT 2")
+    assert time.monotonic() - started < 1 and "budget (1 per 60 s) is spent" in str(caught.value)
+    assert requests_to(local, "POST", QUERY) == 1  # the second query was never sent

@@ -265,6 +265,13 @@ class PostHogClient:
         if len(self._sent) >= queries:
             # PostHog times a query when it arrives, a little after we send it: keep a margin
             delay = self._sent[0] + period + min(1.0, 0.1 * period) - now
+            if delay > self.settings.max_retry_wait:
+                from .errors import RateLimitError
+
+                raise RateLimitError(f"The query budget ({queries} per {period:g} s) is spent: the next query could "
+                                     f"start in {delay:.0f} s, past the {self.settings.max_retry_wait:g} s this call may "
+                                     f"wait (max_retry_wait, POSTHOG_MAX_WAIT); try later or allow a longer wait.",
+                                     delay)
             if delay > 0:
                 _log.log(_log.INFO, "pacing: waiting %.1f s to stay within %d queries per %g s", delay, queries, period)
                 if delay >= 1.0:

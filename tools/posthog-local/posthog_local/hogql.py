@@ -12,6 +12,7 @@ functions are allow-listed.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -926,7 +927,7 @@ def _shape(value: Any) -> Any:
 
 
 _CACHE: dict[Any, tuple[Translation, dict[str, str]]] = {}
-_CACHE_LOCK = __import__("threading").Lock()
+_CACHE_LOCK = threading.Lock()
 
 
 def translate(query: str, values: dict[str, Any] | None, now_sql: str, today_sql: str,
