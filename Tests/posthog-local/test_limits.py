@@ -175,6 +175,7 @@ def test_sigterm_stops_the_server_within_a_second_even_mid_query(data_dir: Path)
             srv.process.kill()
     elapsed = time.monotonic() - started
     runner.join(timeout=10)
+    print(f"stopped {elapsed:.3f} s after SIGTERM")
     assert code == 0 and elapsed < 1.0, f"exit {code} after {elapsed:.2f} s"
 
 

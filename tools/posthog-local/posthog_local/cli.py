@@ -143,10 +143,10 @@ def serve(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               name="posthog-local-http", daemon=True)
     thread.start()
-    while not stop.wait(0.1):
+    while not stop.wait(0.05):
         pass
     store.interrupt_all()  # a running query must not hold the exit up
     server.shutdown()
