@@ -4,7 +4,9 @@ that posthog-local cannot drift into accepting what PostHog refuses or answering
 Sources (PostHog/posthog unless said otherwise):
   P1 posthog/hogql/printer.py visit_call: unknown function -> QueryError "Unsupported function call
      'x(...)'" (+ ". Perhaps you meant 'y(...)'?" from difflib over the exposed names)
-  P2 posthog/hogql/functions/core.py validate_function_args: arity messages
+  P2 posthog/hogql/functions/core.py validate_function_args: arity messages; printer.py visit_call
+     checks parameters only of aggregations that require them ("requires parameters in addition
+     to arguments"), as posthog/hogql/test/test_printer.py asserts
   P3 posthog/hogql/functions/mapping.py _find_function: exact name, else lower-case name only for
      entries with case_sensitive=False
   P4 posthog/hogql/errors.py: SyntaxError code_name hogql_syntax_error, QueryError hogql_query_error;
@@ -84,7 +86,9 @@ def test_function_names_resolve_with_posthogs_case_rules(server: Server, hogql: 
     ("SELECT if(1)", "Function 'if' expects 3 arguments, found 1"),
     ("SELECT count(1, 2) FROM events", "Aggregation 'count' expects at most 1 argument, found 2"),
     ("SELECT toDate() ", "Function 'toDate' expects 1 argument, found 0"),
-    ("SELECT quantile(toFloat(properties.x)) FROM events", "Aggregation 'quantile' expects 1 parameter, found 0"),
+    ("SELECT quantile(toFloat(properties.x)) FROM events",
+     "Aggregation 'quantile' requires parameters in addition to arguments"),
+    ("SELECT quantile(0.5, 0.9)(toFloat(properties.x)) FROM events", "Aggregation 'quantile' expects 1 parameter, found 2"),
     ("SELECT dateDiff('day', now())", "Function 'dateDiff' expects 3 arguments, found 2"),
 ])
 def test_wrong_arities_are_refused_with_posthogs_messages(server: Server, hogql: str, detail: str) -> None:  # P2

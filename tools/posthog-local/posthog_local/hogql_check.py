@@ -228,8 +228,10 @@ def _check_call(node: dict[str, Any]) -> None:
     kind, meta = found
     term = "aggregation" if kind == "aggregation" else "function"
     validate_args(len(args), meta["min_args"], meta["max_args"], name, term)
-    if meta.get("min_params") or meta.get("max_params"):
-        validate_args(len(params or []), meta["min_params"], meta["max_params"], name, term, "parameter")
+    if kind == "aggregation" and meta.get("min_params"):  # printer.py: only where parameters are required
+        if params is None:
+            raise HogQLError(f"Aggregation '{name}' requires parameters in addition to arguments")
+        validate_args(len(params), meta["min_params"], meta["max_params"], name, term, "parameter")
     if name == "windowFunnel" and args:
         if not params:
             raise HogQLError("Aggregate function windowFunnel requires one parameter: the window (windowFunnel(window)(timestamp, cond1, ...))")
