@@ -104,13 +104,33 @@ def generate(root: Path) -> dict[str, object]:
     }
 
 
+def render(data: dict[str, object]) -> str:
+    """JSON with one line per function, so that a regeneration's diff reads function by function."""
+    lines = ["{"]
+    keys = list(data)
+    for i, key in enumerate(keys):
+        value = data[key]
+        end = "," if i < len(keys) - 1 else ""
+        if key in ("functions", "aggregations") and isinstance(value, dict):
+            lines.append(f" {json.dumps(key)}: {{")
+            names = list(value)
+            for j, name in enumerate(names):
+                comma = "," if j < len(names) - 1 else ""
+                lines.append(f"  {json.dumps(name)}: {json.dumps(value[name], sort_keys=True)}{comma}")
+            lines.append(f" }}{end}")
+        else:
+            lines.append(f" {json.dumps(key)}: {json.dumps(value, sort_keys=True)}{end}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("posthog_root", type=Path, help="root of a PostHog/posthog checkout")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "posthog_local" / "hogql_functions.json")
     args = parser.parse_args(argv)
     data = generate(args.posthog_root)
-    args.out.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    args.out.write_text(render(data), encoding="utf-8")
     print(f"{args.out}: {len(data['functions'])} functions, {len(data['aggregations'])} aggregations",  # type: ignore[arg-type]
           file=sys.stderr)
     return 0
