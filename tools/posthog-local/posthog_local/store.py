@@ -403,10 +403,22 @@ class Store:
             return out
         return self._cached(f"props:{kind}", build)
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 0.5) -> bool:
+        """Interrupts running queries and closes the database once they have unwound (at most
+        `wait_s`). False when a query was still inside DuckDB: the connection is then left open
+        (closing it under a running query aborts the process); the caller exits anyway."""
         self.interrupt_all()
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            with self._running_lock:
+                if not self._running:
+                    break
+            time.sleep(0.01)
+        else:
+            return False
         self.writer.close()
         self.con.close()
+        return True
 
 
 def person_json(person: dict[str, Any], distinct_ids: list[str]) -> dict[str, Any]:
