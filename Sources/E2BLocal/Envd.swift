@@ -39,6 +39,7 @@ extension E2BLocalResponder {
             return Reply.json(502, .object(["code": .int(502), "message": .string("The sandbox is running but port is not open"),
                                             "sandboxId": .string(sandbox.id), "port": .int(port)]))
         }
+        if request.headers[.apiKey] != nil { state.stats.countEnvdCallWithAPIKey() }
         if config.strict && request.headers[.apiKey] != nil {
             // E2B's proxy forwards every header into the sandbox, where the script can read it.
             return Reply.error(403, "This envd request carries X-API-Key: the team API key must never be sent into a sandbox, "

@@ -137,6 +137,13 @@ final class RequestStats: @unchecked Sendable {
     private var byRoute: [String: Int] = [:]
     private var byStatus: [String: Int] = [:]
     private var total = 0
+    /// envd calls that carried X-API-Key (which E2B's proxy would hand to the sandbox).
+    private var envdWithKey = 0
+
+    func countEnvdCallWithAPIKey() {
+        lock.lock(); defer { lock.unlock() }
+        envdWithKey += 1
+    }
 
     func count(route: String) {
         lock.lock(); defer { lock.unlock() }
@@ -151,12 +158,12 @@ final class RequestStats: @unchecked Sendable {
 
     func reset() {
         lock.lock(); defer { lock.unlock() }
-        byRoute = [:]; byStatus = [:]; total = 0
+        byRoute = [:]; byStatus = [:]; total = 0; envdWithKey = 0
     }
 
     var json: [String: JSONValue] {
         lock.lock(); defer { lock.unlock() }
         return ["total": .int(total), "requests": .object(byRoute.mapValues { .int($0) }),
-                "by_status": .object(byStatus.mapValues { .int($0) })]
+                "by_status": .object(byStatus.mapValues { .int($0) }), "envd_calls_with_api_key": .int(envdWithKey)]
     }
 }
