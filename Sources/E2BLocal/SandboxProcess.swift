@@ -80,6 +80,7 @@ final class SandboxProcess: @unchecked Sendable {
     private var nextID = 0
     private var exitStatus: (Int32?, Int32?)?
     private var outputDone = false
+    private var ending = false
     private var final: ProcessEvent?
     private var onEnd: [@Sendable (ProcessEnd) -> Void] = []
     /// Guarded by its own lock: a write to a full pipe may block, and must not block the rest.
@@ -127,6 +128,7 @@ final class SandboxProcess: @unchecked Sendable {
     func whenEnded(_ action: @escaping @Sendable (ProcessEnd) -> Void) {
         condition.lock()
         if case .end(let e)? = final { condition.unlock(); action(e); return }
+        if let (code, signal) = exitStatus, outputDone { condition.unlock(); action(ProcessEnd.from(code: code, signal: signal)); return }
         onEnd.append(action)
         condition.unlock()
     }
@@ -181,13 +183,17 @@ final class SandboxProcess: @unchecked Sendable {
     /// envd sends the end once the output pipes are closed and the process was waited for.
     private func finishIfDone() {
         condition.lock()
-        guard final == nil, outputDone, let (code, signal) = exitStatus else { condition.unlock(); return }
+        guard final == nil, !ending, outputDone, let (code, signal) = exitStatus else { condition.unlock(); return }
+        ending = true
         let end = ProcessEnd.from(code: code, signal: signal)
-        finish(.end(end))
         let actions = onEnd
         onEnd = []
         condition.unlock()
+        // Off the sandbox's list before any stream hears of the end.
         actions.forEach { $0(end) }
+        condition.lock()
+        if final == nil { finish(.end(end)) }
+        condition.unlock()
     }
 
     /// The sandbox is gone: every stream ends now.

@@ -1,7 +1,8 @@
-"""Fixtures: one `sandbox-runner e2b-local` per test session, driven by E2B's official SDK.
+"""Fixtures: `sandbox-runner e2b-local` driven by E2B's official SDK (sync and async).
 
 The binary is SANDBOX_RUNNER_BIN (default .build/debug/sandbox-runner under the repo root); the
-SDK reaches it through E2B_API_URL and E2B_SANDBOX_URL, both the server's one loopback URL.
+SDK reaches it through E2B_API_URL and E2B_SANDBOX_URL, both the server's one URL. One plain-HTTP
+server serves the session; the TLS tests start their own (`start_server`).
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ def binary() -> Path:
     return path if path.is_absolute() else REPO / path
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[Server]:
+def start_server(*args: str) -> Server:
     exe = binary()
     if not exe.exists():
         pytest.fail(f"{exe} does not exist: build it (swift build) or set SANDBOX_RUNNER_BIN.")
     env = {k: v for k, v in os.environ.items() if not k.startswith("E2B_")}
     env["E2B_API_KEY"] = KEY
-    proc = subprocess.Popen([str(exe), "e2b-local", "--port", "0"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([str(exe), "e2b-local", "--port", "0", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     first = proc.stdout.readline().strip()
@@ -39,10 +39,24 @@ def server() -> Iterator[Server]:
     if not first.startswith(prefix):
         proc.kill()
         pytest.fail(f"e2b-local did not start: {first!r} {proc.stderr.read() if proc.stderr else ''}")
-    srv = Server(url=first[len(prefix):], process=proc)
-    key_line = proc.stdout.readline()
-    assert KEY not in key_line and "e2b_loc" in key_line, "the key is shown masked"
+    lines = [proc.stdout.readline().strip() for _ in range(2)]
+    assert KEY not in lines[0] and "e2b_loc" in lines[0], "the key is shown masked"
+    ca = None
+    if "--tls-dir" in args:
+        ca_line = proc.stdout.readline().strip()
+        assert ca_line.startswith("ca: "), ca_line
+        ca = ca_line[4:]
+    return Server(url=first[len(prefix):], process=proc, ca=ca)
 
+
+def stop_server(srv: Server) -> None:
+    srv.process.send_signal(signal.SIGTERM)
+    assert srv.process.wait(timeout=30) == 0
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[Server]:
+    srv = start_server()
     saved = {k: v for k, v in os.environ.items() if k.startswith("E2B_")}
     for k in saved:
         del os.environ[k]
@@ -53,8 +67,7 @@ def server() -> Iterator[Server]:
         for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY"):
             os.environ.pop(k, None)
         os.environ.update(saved)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        stop_server(srv)
 
 
 @pytest.fixture
