@@ -91,6 +91,9 @@ struct E2BLocalResponder: HTTPResponder {
             // How the host sees a sandbox: for tests that check nothing of it outlives its kill.
             guard let sb = state.registry.get(s[1]) else { return Reply.error(404, "No sandbox \(s[1]).") }
             var o: [String: JSONValue] = ["initPid": .int(Int(sb.instance.initPid)), "bwrapPid": .int(Int(sb.instance.bwrapPid))]
+            if let ns = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(sb.instance.initPid)/ns/pid") {
+                o["pidNamespace"] = .string(ns)
+            }
             if let uid = sb.instance.uid { o["hostUID"] = .int(Int(uid)) }
             return Reply.json(200, .object(o))
         case (.delete, ["stats"]):

@@ -233,6 +233,12 @@ func hostProcesses(uid: uid_t) -> [Int32] {
     }
 }
 
+/// Host processes in the pid namespace named like `pid:[4026532181]`.
+func hostProcesses(inPidNamespace ns: String) -> [Int32] {
+    let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap { Int32($0) } ?? []
+    return pids.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/ns/pid")) == ns }
+}
+
 /// Runs blocking work (libcurl) on its own thread, never on the cooperative pool.
 func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
