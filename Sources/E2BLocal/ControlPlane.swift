@@ -222,7 +222,7 @@ extension E2BLocalResponder {
         [
             "sandboxID": .string(s.id), "templateID": .string(s.templateID), "alias": .string(s.templateID),
             "clientID": .string(Self.clientID), "startedAt": .string(s.startedAt.rfc3339), "endAt": .string(s.endAt.rfc3339),
-            "cpuCount": .int(2), "memoryMB": .int(config.limits.memoryBytes >> 20), "diskSizeMB": .int((config.diskBytes + config.limits.tmpBytes) >> 20),
+            "cpuCount": .int(2), "memoryMB": .int(config.limits.memoryBytes >> 20), "diskSizeMB": .int((config.diskBytes + config.limits.tmpBytes + SandboxLauncher.shmBytes) >> 20),
             "state": .string("running"), "envdVersion": .string(E2BLocalConfiguration.envdVersion),
             "metadata": .object(s.metadata.mapValues(JSONValue.string)),
         ]

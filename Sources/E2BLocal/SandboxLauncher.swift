@@ -87,7 +87,7 @@ final class SandboxInstance: @unchecked Sendable {
     /// descriptors opened beneath its root without following any link it could have planted.
     func storageUsage() -> (used: Int, total: Int) {
         var used = 0, total = 0
-        for dir in ["home/user", "tmp"] {
+        for dir in ["home/user", "tmp", "dev/shm"] {
             let fd = e2bl_open_beneath(rootFD, dir, e2bl_o_path_directory)
             guard fd >= 0 else { continue }
             var u: UInt64 = 0, t: UInt64 = 0
@@ -137,6 +137,9 @@ enum SandboxLauncher {
         var bwrap: String
     }
 
+    /// POSIX shared memory (`/dev/shm`, Python's multiprocessing locks): small, capped.
+    static let shmBytes = 16 << 20
+
     /// The uid the sandbox's user has inside (E2B's `user`), and its home.
     static let sandboxUID = 1000
     static let home = E2BLocalConfiguration.home
@@ -169,9 +172,11 @@ enum SandboxLauncher {
         }
         args += ["--ro-bind-data", "5", "/etc/passwd", "--ro-bind-data", "6", "/etc/group",
                  "--proc", "/proc", "--dev", "/dev",
+                 "--perms", "1777", "--size", String(Self.shmBytes), "--tmpfs", "/dev/shm",
                  "--perms", "1777", "--size", String(s.tmpBytes), "--tmpfs", "/tmp",
                  "--perms", "0755", "--size", String(s.homeBytes), "--tmpfs", home,
-                 "--remount-ro", "/", "--chdir", home, "--info-fd", "4", "--"]
+                 // bubblewrap's own tmpfs (the root, /dev) would otherwise take writes without a cap.
+                 "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", home, "--info-fd", "4", "--"]
         return args
     }
 

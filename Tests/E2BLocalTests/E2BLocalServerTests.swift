@@ -308,6 +308,8 @@ struct E2BLocalServerTests {
             #expect(try await s.run(b, "cat /tmp/note").end?["exitCode"] == .int(1), "another sandbox has its own /tmp")
             // The root is read-only; writable storage is capped (a 4 MiB /tmp, an 8 MiB home).
             #expect(try await s.run(a, "touch /opt-file").end?["exitCode"] == .int(1))
+            #expect(try await s.run(a, "touch /dev/file").end?["exitCode"] == .int(1), "bubblewrap's /dev tmpfs is read-only")
+            #expect(try await s.run(a, "head -c 20000000 /dev/zero > /dev/shm/big").end?["exitCode"] == .int(1), "/dev/shm is capped")
             #expect(try await s.upload(a, path: "/usr/evil", data: [1]).status != 200)
             let fill = try await s.run(a, "dd if=/dev/zero of=/tmp/fill bs=1M count=64")
             #expect(fill.end?["exitCode"] == .int(1))
@@ -419,7 +421,7 @@ struct E2BLocalServerTests {
                 #expect(last[key] != nil, "a sample lacks \(key)")
             }
             #expect((last["diskUsed"]?.intValue ?? 0) >= 8 << 20)
-            #expect(last["diskTotal"]?.intValue == (256 + 64) << 20)
+            #expect(last["diskTotal"]?.intValue == (256 + 64 + 16) << 20, "home, /tmp and /dev/shm")
             #expect((last["memUsed"]?.intValue ?? 0) > 1 << 20, "the agent alone holds megabytes")
             let cpu: Double = { if case .double(let d)? = last["cpuUsedPct"] { return d }; return Double(last["cpuUsedPct"]?.intValue ?? 0) }()
             #expect(cpu > 10, "a second and a half of busy loop shows: \(cpu)%")

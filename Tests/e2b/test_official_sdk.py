@@ -275,7 +275,7 @@ def test_metrics(local: Server) -> None:
         assert last.cpu_used_pct > 5, last
         assert last.mem_used > 1 << 20
         assert last.disk_used >= 5_000_000
-        assert last.disk_total == (256 + 64) << 20
+        assert last.disk_total == (256 + 64 + 16) << 20
     finally:
         sandbox.kill()
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import KEY, start_server, stop_server
+from e2b_support import KEY, start_server, stop_server
 
 SCRIPT = r"""
 import asyncio, os

@@ -91,7 +91,8 @@ public final class E2BClient: @unchecked Sendable {
     /// Creates a sandbox with `POST /v2/sandboxes`; retried on 429, 5xx and connection errors
     /// with the same `Idempotency-Key`.
     public func create(_ spec: E2BSandboxSpec) throws -> E2BSandbox {
-        let response = try withRetries(what: "create an E2B sandbox") {
+        // 409: the first attempt with this key is still being made; its sandbox is what we want.
+        let response = try withRetries(what: "create an E2B sandbox", alsoRetrying: [409]) {
             try self.api("POST", "/v2/sandboxes", json: spec.body, headers: ["Idempotency-Key": spec.idempotencyKey])
         }
         guard response.status == 201 || response.status == 200 else { throw apiError(response, creating: true) }
@@ -259,13 +260,13 @@ public final class E2BClient: @unchecked Sendable {
 
     /// Retries 429, 5xx and connection errors with exponential backoff and full jitter. Only for
     /// calls that are safe to repeat: a kill, or a create carrying its Idempotency-Key.
-    func withRetries(what: String, _ body: () throws -> HTTPResponse) throws -> HTTPResponse {
+    func withRetries(what: String, alsoRetrying extra: Set<Int> = [], _ body: () throws -> HTTPResponse) throws -> HTTPResponse {
         var attempt = 0
         while true {
             attempt += 1
             do {
                 let r = try body()
-                let retryable = r.status == 429 || (500...599).contains(r.status) && r.status != 501
+                let retryable = r.status == 429 || (500...599).contains(r.status) && r.status != 501 || extra.contains(r.status)
                 if !retryable || attempt >= config.attempts { return r }
                 var wait = backoff(attempt)
                 if let ra = r.headers["retry-after"], let s = Double(ra) { wait = max(wait, .milliseconds(Int64(s * 1000))) }
