@@ -338,6 +338,7 @@ struct CommandStream: Sendable {
             return
         }
         let (items, continuation) = AsyncStream.makeStream(of: Item.self)
+        let started = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { [subscription] in
                 for await e in subscription.events { continuation.yield(.event(e)) }
@@ -374,6 +375,12 @@ struct CommandStream: Sendable {
                     dataEvents += 1
                     if let cut, dataEvents >= cut.after { cutNow = true }
                 case .event(.end(let end)):
+                    if let deadline, ContinuousClock.now - started >= deadline {
+                        // Killed at the deadline, and the end came first: the stream's own context has
+                        // expired all the same, so envd sends only the error (start.go).
+                        continuation.yield(.deadline)
+                        continue
+                    }
                     try await writer.write(Envelope.event(end.eventJSON))
                     try await writer.write(Envelope.endStream())
                     try await writer.finish(nil)

@@ -519,8 +519,10 @@ struct E2BLocalServerTests {
     func agentKilled() async throws {
         try await LocalServer.with { s in
             let sb = try await s.create()
-            let run = try await s.run(sb, "kill -9 2; sleep 10")
-            #expect(run.endOfStream?["error"]?["code"] == .string("unavailable"))
+            // (After the start is answered: a command that kills the agent at once can beat its reply.)
+            let run = try await s.run(sb, "sleep 0.3; kill -9 2; sleep 10")
+            #expect(run.endOfStream?["error"]?["code"] == .string("unavailable"),
+                    "\(run.frames.map { "\($0.flag) \($0.json.jsonText())" }) \(run.transportError?.message ?? "") \(run.status)")
             var live = 1
             for _ in 0..<40 where live != 0 {
                 live = try await s.stats()["live_sandboxes"]?.intValue ?? -1
