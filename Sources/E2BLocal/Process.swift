@@ -149,12 +149,13 @@ extension E2BLocalResponder {
         } catch {
             return Self.streamError(ConnectFailure(.internalError, "\(error)"))
         }
+        let deadlineAt = deadline.map { ContinuousClock.now + $0 }
         if let deadline {
             // The command's own deadline, whatever happens to this stream.
             process.killAfter(deadline, in: sandbox)
         }
         return streamResponse(process: process, subscription: subscription, sandbox: sandbox, request: request, context: context,
-                              deadline: deadline, isStart: true)
+                              deadline: deadline, deadlineAt: deadlineAt)
     }
 
     func connect(_ request: inout Request, sandbox: LocalSandbox, context: E2BRequestContext) async -> Response {
@@ -186,14 +187,15 @@ extension E2BLocalResponder {
             return Self.streamError(ConnectFailure(.notFound, "process with \(pid.map { "pid \($0)" } ?? "tag \(tag ?? "")") not found"))
         }
         return streamResponse(process: process, subscription: process.subscribe(), sandbox: sandbox, request: request,
-                              context: context, deadline: deadline, isStart: false)
+                              context: context, deadline: deadline, deadlineAt: deadline.map { ContinuousClock.now + $0 })
     }
 
     private func streamResponse(process: SandboxProcess, subscription: SandboxProcess.Subscription, sandbox: LocalSandbox,
-                                request: Request, context: E2BRequestContext, deadline: Duration?, isStart: Bool) -> Response {
+                                request: Request, context: E2BRequestContext, deadline: Duration?,
+                                deadlineAt: ContinuousClock.Instant?) -> Response {
         let keepalive = request.headers[.keepaliveInterval].flatMap(Int.init).flatMap { $0 > 0 ? Duration.seconds($0) : nil }
         let stream = CommandStream(state: state, sandbox: sandbox, process: process, subscription: subscription, deadline: deadline,
-                                   keepalive: keepalive, cut: state.faults.take(.streamCut, path: request.uri.path),
+                                   deadlineAt: deadlineAt, keepalive: keepalive, cut: state.faults.take(.streamCut, path: request.uri.path),
                                    channel: context.channel)
         var headers = HTTPFields()
         headers[.contentType] = "application/connect+json"
@@ -312,6 +314,8 @@ struct CommandStream: Sendable {
     let process: SandboxProcess
     let subscription: SandboxProcess.Subscription
     let deadline: Duration?
+    /// When the deadline passes: for `Start`, the instant the command's kill is due.
+    let deadlineAt: ContinuousClock.Instant?
     let keepalive: Duration?
     let cut: FaultSpec?
     let channel: any Channel
@@ -338,7 +342,6 @@ struct CommandStream: Sendable {
             return
         }
         let (items, continuation) = AsyncStream.makeStream(of: Item.self)
-        let started = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { [subscription] in
                 for await e in subscription.events { continuation.yield(.event(e)) }
@@ -351,9 +354,9 @@ struct CommandStream: Sendable {
                     }
                 }
             }
-            if let deadline {
+            if let deadlineAt {
                 group.addTask {
-                    try await Task.sleep(for: deadline)
+                    try await Task.sleep(until: deadlineAt, clock: .continuous)
                     continuation.yield(.deadline)
                 }
             }
@@ -375,7 +378,7 @@ struct CommandStream: Sendable {
                     dataEvents += 1
                     if let cut, dataEvents >= cut.after { cutNow = true }
                 case .event(.end(let end)):
-                    if let deadline, ContinuousClock.now - started >= deadline {
+                    if let deadlineAt, ContinuousClock.now >= deadlineAt {
                         // Killed at the deadline, and the end came first: the stream's own context has
                         // expired all the same, so envd sends only the error (start.go).
                         continuation.yield(.deadline)
