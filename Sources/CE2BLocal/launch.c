@@ -74,6 +74,8 @@ int e2bl_spawn(pid_t *pid, const char *path, char *const argv[], char *const env
             if (setresgid(limits->gid, limits->gid, limits->gid) != 0) child_fail(w, errno);
             if (setresuid(limits->uid, limits->uid, limits->uid) != 0) child_fail(w, errno);
         }
+        /* A fresh, empty session keyring: nothing the server's session holds is the sandbox's. */
+        if (syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, NULL) < 0 && errno != ENOSYS) child_fail(w, errno);
         /* After the id change (which clears it): the sandbox dies with the thread that made it. */
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(w, errno);
         if (getppid() != parent) _exit(127);
