@@ -74,6 +74,7 @@ public struct LocalJail: SandboxBackend {
         spec.environment = env
         spec.timeout = job.timeout
         spec.outputLimit = job.outputLimit
+        spec.onOutput = job.onOutput
         return spec
     }
 
