@@ -43,6 +43,14 @@ final class E2BLocalProcess {
     func requests(_ route: String) throws -> Int { stats["requests"]?[route]?.intValue ?? 0 }
 }
 
+/// Output chunks gathered from a callback thread.
+final class Collected: @unchecked Sendable {
+    private let lock = NSLock()
+    private var bytes: [Int32: [UInt8]] = [:]
+    func add(_ fd: Int32, _ b: [UInt8]) { lock.lock(); bytes[fd, default: []] += b; lock.unlock() }
+    func text(_ fd: Int32) -> String { lock.lock(); defer { lock.unlock() }; return String(decoding: bytes[fd] ?? [], as: UTF8.self) }
+}
+
 @Suite("E2B backend against e2b-local", .serialized, .timeLimit(.minutes(3)))
 struct E2BBackendTests {
     func executor(_ backend: E2BBackend, environment: [String: String] = [:]) throws -> Executor {
@@ -91,6 +99,18 @@ struct E2BBackendTests {
         #expect(try server.liveSandboxes() == 1, "the result came back before the kill finished")
         #expect(backend.shutdown().isEmpty)
         #expect(try server.liveSandboxes() == 0, "shutdown waits for the pending kill")
+    }
+
+    @Test func outputIsHandedOnAsItStreams() async throws {
+        let server = try E2BLocalProcess()
+        let backend = E2BBackend(config: server.config())
+        defer { backend.shutdown() }
+        let seen = Collected()
+        var request = RunRequest(source: .script(source: "import sys\nprint('out')\nsys.stderr.write('err\\n')", label: "t.py"))
+        request.onOutput = { fd, chunk in seen.add(fd, Array(chunk)) }
+        let r = await try executor(backend).run(request)
+        #expect(r.success, "\(r.error ?? "")")
+        #expect(seen.text(1) == "out\n" && seen.text(2) == "err\n")
     }
 
     @Test func nonZeroExitIsAResult() async throws {

@@ -88,7 +88,7 @@ public final class E2BBackend: SandboxBackend, @unchecked Sendable {
             script = Self.command(runId: job.runId, unpack: .file(archive))
         }
         let r = try client.run(sandbox, argv: ["/bin/bash", "-c", script], envs: envs, cwd: "/home/user", timeout: job.timeout,
-                               outputLimit: job.outputLimit)
+                               outputLimit: job.outputLimit, onOutput: job.onOutput)
         if r.incomplete && !r.timedOut && !killer.cancelled {
             throw RunnerError(.unavailable, "The E2B sandbox's output stream ended before the script did"
                 + (r.streamError.map { " (\($0))" } ?? "") + "; the sandbox was killed.")

@@ -147,7 +147,7 @@ public final class E2BClient: @unchecked Sendable {
     /// Starts `argv` through envd's Connect API and decodes its event stream as it arrives.
     /// `timeout` goes to envd as `Connect-Timeout-Ms`, the process's deadline.
     public func run(_ sandbox: E2BSandbox, argv: [String], envs: [String: String], cwd: String, timeout: Duration,
-                    outputLimit: Int) throws -> E2BProcessResult {
+                    outputLimit: Int, onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)? = nil) throws -> E2BProcessResult {
         precondition(!argv.isEmpty)
         let request: JSONValue = .object([
             "process": .object(["cmd": .string(argv[0]), "args": .array(argv.dropFirst().map(JSONValue.string)),
@@ -166,7 +166,7 @@ public final class E2BClient: @unchecked Sendable {
             response = try envd(sandbox, "POST", "/process.Process/Start", headers: headers,
                                 body: ConnectEnvelope.encode(Array(request.jsonText().utf8)), timeout: timeout + .seconds(10)) { chunk in
                 do {
-                    for frame in try decoder.feed(chunk) { Self.apply(frame, to: &result) }
+                    for frame in try decoder.feed(chunk) { Self.apply(frame, to: &result, onOutput: onOutput) }
                     return true
                 } catch {
                     decodeFailure = error
@@ -186,7 +186,8 @@ public final class E2BClient: @unchecked Sendable {
         return result
     }
 
-    static func apply(_ frame: ConnectEnvelope.Decoder.Frame, to result: inout E2BProcessResult) {
+    static func apply(_ frame: ConnectEnvelope.Decoder.Frame, to result: inout E2BProcessResult,
+                      onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)? = nil) {
         guard case .object(let msg)? = JSONValue.parse(Data(frame.message)) else { return }
         if frame.flag & ConnectEnvelope.endStreamFlag != 0 {
             if case .object(let err)? = msg["error"] {
@@ -201,6 +202,7 @@ public final class E2BClient: @unchecked Sendable {
                 guard let b64 = data[key]?.stringValue, let bytes = Data(base64Encoded: b64) else { continue }
                 bytes.withUnsafeBytes { raw in
                     if stream == 1 { result.stdout.append(raw) } else { result.stderr.append(raw) }
+                    onOutput?(Int32(stream), raw)
                 }
             }
         }
@@ -252,7 +254,7 @@ public final class E2BClient: @unchecked Sendable {
             return try handle.perform(method: method, url: url, headers: headers, body: body, timeout: timeout ?? config.requestTimeout,
                                       connectTimeout: config.connectTimeout, onBody: onBody)
         } catch let e as HTTPError {
-            if e.aborted && !ignoringCancel { throw RunnerError(.scriptFailed, "The run was cancelled and its sandbox killed.") }
+            if e.aborted && !ignoringCancel { throw RunnerError(.cancelled, "The run was cancelled and its sandbox killed.") }
             if e.timedOut && onBody != nil { throw e }
             throw RunnerError(.unavailable, "Cannot reach E2B: \(e.message) Check E2B_API_URL and the network.")
         }
