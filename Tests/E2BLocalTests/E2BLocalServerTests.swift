@@ -389,6 +389,8 @@ struct E2BLocalServerTests {
         }
     }
 
+    /// E2B SDK 2.63 `api/client/api/sandboxes/post_v2_sandboxes.py` sends the header (its answers
+    /// include 409 and 422) and `retry.py` resolve_idempotency_key allows 1–255 of [a-z0-9-].
     @Test("Idempotency-Key: a retried create gets the same sandbox; another body or a bad key is refused")
     func idempotency() async throws {
         try await LocalServer.with { s in
@@ -409,6 +411,7 @@ struct E2BLocalServerTests {
         }
     }
 
+    /// The SDK 2.63 model `api/client/models/sandbox_metric.py` needs every field below.
     @Test("metrics measure the sandbox: CPU of a busy loop, memory, its storage")
     func metrics() async throws {
         try await LocalServer.with { s in
@@ -429,6 +432,8 @@ struct E2BLocalServerTests {
         }
     }
 
+    /// infra packages/envd/internal/services/filesystem/{dir,stat,move,remove}.go: MakeDir on an
+    /// existing directory is already_exists, a missing path not_found; EntryInfo as utils.go builds it.
     @Test("filesystem service: ListDir, Stat, MakeDir, Move, Remove and a watcher, with envd's codes")
     func filesystem() async throws {
         try await LocalServer.with { s in
