@@ -1,6 +1,8 @@
-"""Fixtures: the demo dataset (generated once, as `--demo` does), its true answers, and a
-posthog-local of our own for the checks that need to look at the server after a run (API calls
-made, the cohort created)."""
+"""Fixtures: the demo dataset (generated once, as `--demo` does), its true answers, and posthog-locals
+of our own: `server` over the demo dataset (both demo projects: UTC with Monday weeks, and New York
+with Sunday weeks) for the checks that need to look at the server after a run, and `scenario` for
+hand-built cases whose answers are worked out by hand (it receives captured events, so it is kept
+apart from the server whose answers must stay the dataset's)."""
 from __future__ import annotations
 
 import json
@@ -16,16 +18,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "posthog-local"))
 
+from posthog_local import generator  # noqa: E402
 from posthog_local.dataset import Dataset, load_dataset  # noqa: E402
+from posthog_local.timeutil import parse_iso, to_ms  # noqa: E402
 
 BINARY = os.environ.get("SANDBOX_RUNNER_BIN", str(ROOT / ".build" / "debug" / "sandbox-runner"))
 PERSONAL_KEY = "phx_demo_personal_key"
-PROJECT_KEY = "phc_demo_project_key"
+PROJECTS = {  # the two demo projects of posthog-local (tools/posthog-local/posthog_local/config.py)
+    "utc": {"id": "1", "key": "phc_demo_project_key", "timezone": "UTC", "week_start_day": 1},
+    "new_york": {"id": "2", "key": "phc_demo_ny_project_key", "timezone": "America/New_York", "week_start_day": 0},
+}
 
 
 def demo_data_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "sandbox-runner" / "posthog-local" / "seed-42"
+    """Where `--demo` keeps the default dataset (the generator decides: seed, version)."""
+    return generator.default_data_dir(generator.DEFAULT_SEED, generator.DEFAULT_USERS,
+                                      to_ms(parse_iso(generator.DEFAULT_NOW)))
 
 
 @pytest.fixture(scope="session")
@@ -38,21 +46,31 @@ def dataset() -> Dataset:
 
 
 class Server:
-    """A posthog-local we started: its URL, the environment that points a run at it, its stats."""
+    """A posthog-local we started: its URL, the environment that points a run at one of its
+    projects, its stats."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("POSTHOG_")}
-        self.env.update({"POSTHOG_API_URL": url, "POSTHOG_INGEST_URL": url, "POSTHOG_PERSONAL_API_KEY": PERSONAL_KEY,
-                         "POSTHOG_PROJECT_API_KEY": PROJECT_KEY, "POSTHOG_PROJECT_ID": "1"})
 
-    def request(self, method: str, path: str, auth: bool = True) -> Any:
-        req = urllib.request.Request(self.url + path, method=method)
+    def env(self, project: str = "utc") -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POSTHOG_")}
+        env.update({"POSTHOG_API_URL": self.url, "POSTHOG_INGEST_URL": self.url, "POSTHOG_PERSONAL_API_KEY": PERSONAL_KEY,
+                    "POSTHOG_PROJECT_API_KEY": PROJECTS[project]["key"], "POSTHOG_PROJECT_ID": PROJECTS[project]["id"]})
+        return env
+
+    def request(self, method: str, path: str, auth: bool = True, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, method=method, data=data,
+                                     headers={"Content-Type": "application/json"} if data else {})
         if auth:
             req.add_header("Authorization", f"Bearer {PERSONAL_KEY}")
         with urllib.request.urlopen(req, timeout=30) as answer:
-            body = answer.read()
-        return json.loads(body) if body else None
+            raw = answer.read()
+        return json.loads(raw) if raw else None
+
+    def capture(self, events: list[dict[str, Any]], project: str = "utc") -> None:
+        assert self.request("POST", "/batch/", auth=False,
+                            body={"api_key": PROJECTS[project]["key"], "batch": events}) == {"status": 1}
 
     def reset_stats(self) -> None:
         self.request("DELETE", "/_local/stats", auth=False)
@@ -71,11 +89,12 @@ class Server:
             page = self.request("GET", page["next"][len(self.url):])
 
 
-@pytest.fixture(scope="session")
-def server(dataset: Dataset) -> Iterator[Server]:
+def _serve(dataset: Dataset) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTHOG_")}
+    # Without PostHog's query budget: these tests make more than 120 queries an hour on purpose
+    # (the limits have tests of their own in Tests/posthog-local and Tests/driver).
     proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "posthog-local" / "server.py"), "--host", "127.0.0.1",
-                             "--port", "0", "--data", str(demo_data_dir())],
+                             "--port", "0", "--data", str(demo_data_dir()), "--no-limits"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
@@ -88,3 +107,13 @@ def server(dataset: Dataset) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server(dataset: Dataset) -> Iterator[Server]:
+    yield from _serve(dataset)
+
+
+@pytest.fixture(scope="module")
+def scenario(dataset: Dataset) -> Iterator[Server]:
+    yield from _serve(dataset)

@@ -526,7 +526,9 @@ def _plant_hard_cases(b: _Builder, people: list[dict[str, Any]]) -> dict[str, An
 
     # -- time: a millisecond either side of each window's start, in both projects' zones -------------
     edges = []
-    users = pick(olds, 2 * len(EDGE_TIMEZONES) * len(EDGE_WINDOWS) + 1, lambda u: u["segment"] == "casual")
+    users = pick(olds, 2 * len(EDGE_TIMEZONES) * len(EDGE_WINDOWS) + 1, lambda u: u["segment"] == "casual") \
+        or olds[:1] or people[:1]
+    users = [users[i % len(users)] for i in range(2 * len(EDGE_TIMEZONES) * len(EDGE_WINDOWS) + 1)]
     last_second = now - 1000  # "today" is the local date of the last second before now
     for zone in EDGE_TIMEZONES:
         today_start = _local_midnight_ms(last_second, zone)
@@ -536,9 +538,10 @@ def _plant_hard_cases(b: _Builder, people: list[dict[str, Any]]) -> dict[str, An
                 user = users[len(edges)]
                 b.emit(boundary + offset, "$pageview", user["distinct_id"],
                        props(user, **{"$current_url": HOST + "/edge", "edge": f"{zone} {days}d {offset}ms"}))
-                edges.append({"distinct_id": user["distinct_id"], "timestamp": iso_ms(boundary + offset)})
+                edges.append({"distinct_id": user["distinct_id"], "timestamp": iso_ms(boundary + offset),
+                              "label": f"{zone} {days}d {offset}ms"})
     b.emit(now - 1, "$pageview", users[-1]["distinct_id"], props(users[-1], **{"$current_url": HOST + "/edge"}))
-    edges.append({"distinct_id": users[-1]["distinct_id"], "timestamp": iso_ms(now - 1)})
+    edges.append({"distinct_id": users[-1]["distinct_id"], "timestamp": iso_ms(now - 1), "label": "1 ms before now"})
     planted["time_edges"] = edges
     return planted
 
