@@ -65,6 +65,9 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("analyze_experiment", {"flag_key": "onboarding-tips", "conversion_event": "checklist_completed"}),
     ("analyze_experiment", {"flag_key": "new-onboarding", "conversion_window_days": 3,
                             "start_date": "2026-10-01T12:00:00.250Z"}),
+    # three arms compared: probability_best by numerical integration, against the truths' mpmath.quad
+    ("analyze_experiment", {"flag_key": "onboarding-tips", "conversion_event": "report_exported",
+                            "conversion_window_days": 2}),
     ("top_events", {}),
     ("top_events", {"days": 30, "limit": 3}),
     ("property_breakdown", {}),
@@ -334,6 +337,11 @@ def test_experiment_compares_every_variant_and_applies_the_minimum_sample_rule()
     assert by_variant["tips-a"]["frequentist"]["p_value"] > 0 and 0 < by_variant["tips-a"]["bayesian"]["chance_to_win"] < 1
     assert set(data["probability_best"]) == {"control", "tips-a"}
     assert sum(data["probability_best"].values()) == pytest.approx(1.0, abs=1e-9)
+    three = run("analyze_experiment", {"flag_key": "onboarding-tips", "conversion_event": "dashboard_viewed",
+                                       "conversion_window_days": 2})["data"]
+    assert all(v["validation_failures"] == [] for v in three["variants"])
+    assert set(three["probability_best"]) == {"control", "tips-a", "tips-b"}
+    assert sum(three["probability_best"].values()) == pytest.approx(1.0, abs=1e-9)
 
 
 def test_experiment_without_an_experiment_needs_a_start(server):
