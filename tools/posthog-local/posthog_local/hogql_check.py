@@ -73,6 +73,17 @@ class ResolutionError(InternalHogQLError):
 def _load_parser() -> Any:
     name = "posthog.hogql.errors"
     if name not in sys.modules:
+        # Its parents must be importable too. In the test venv `posthog` is PostHog's capture SDK
+        # (a different package of the same name); an installed copy has no `posthog` at all, so
+        # empty parent packages stand in where the real ones are missing.
+        for parent in ("posthog", "posthog.hogql"):
+            if parent not in sys.modules:
+                try:
+                    __import__(parent)
+                except ImportError:
+                    package = types.ModuleType(parent)
+                    package.__path__ = []
+                    sys.modules[parent] = package
         module = types.ModuleType(name)
         exec(_ERRORS_SOURCE, module.__dict__)  # noqa: S102 - our own constant source
         sys.modules[name] = module
