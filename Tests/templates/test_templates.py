@@ -30,7 +30,7 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import BINARY, PROJECTS, ROOT, Server, demo_data_dir
+from templates_support import BINARY, PROJECTS, ROOT, Server, demo_data_dir
 
 from posthog_local import truths
 from posthog_local.flags import flag_hash

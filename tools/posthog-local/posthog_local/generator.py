@@ -64,7 +64,8 @@ TIPS_CONVERSION = {"control": 0.10, "tips-a": 0.18, "tips-b": 0.0}  # tips-b nev
 TIPS_EXPOSED_SHARE = 0.33
 TIPS_START_DAYS = 30  # the onboarding-tips experiment started 30 days before the reference time
 EDGE_TIMEZONES = ("UTC", "America/New_York")  # the two demo projects' zones (posthog_local.config)
-EDGE_WINDOWS = (1, 7, 14, 28, 30, 60)  # "last N days" windows the templates use by default
+EDGE_WINDOWS = (1, 7, 14, 28, 30)  # "last N days" windows the templates use by default (all inside the
+# 60 days of data: the bulk events own the time before them)
 UUID_NAMESPACE = uuid.UUID("6f0c9a8e-2b51-4d4e-9c1e-5f3a1d2b7c90")
 
 
@@ -488,24 +489,23 @@ def _plant_hard_cases(b: _Builder, people: list[dict[str, Any]]) -> dict[str, An
     for user in outsiders:  # only ever answered `false`: never exposed
         b.emit(now - rng.randint(2, 40) * DAY_MS, "$feature_flag_called", user["distinct_id"],
                props(user, **{"$feature_flag": onboarding["key"], "$feature_flag_response": False}))
-    early = pick(olds, 20, lambda u: True)
-    for i, user in enumerate(early):  # QA exposures before the start, converting before it too
-        variant = flaglib.evaluate(onboarding, user["distinct_id"]).variant or "control"
-        t = start - rng.randint(2, 4) * DAY_MS
-        b.emit(t, "$feature_flag_called", user["distinct_id"],
-               props(user, **{"$feature_flag": onboarding["key"], "$feature_flag_response": variant}))
-        b.emit(t + HOUR_MS, "subscription_started", user["distinct_id"], props(user, plan="pro", source="qa"))
-        if i % 2 == 0:  # and seen again after the start: counted from then, the early conversion not
-            b.emit(start + rng.randint(5, 40) * DAY_MS, "$feature_flag_called", user["distinct_id"],
-                   props(user, **{"$feature_flag": onboarding["key"], "$feature_flag_response": variant}))
     planted["experiment"] = {"two_variants": [u["distinct_id"] for u in two],
                              "non_variant_responses": [u["distinct_id"] for u in odd],
-                             "only_non_variant": [u["distinct_id"] for u in outsiders],
-                             "before_start": [u["distinct_id"] for u in early]}
+                             "only_non_variant": [u["distinct_id"] for u in outsiders]}
 
     # -- onboarding-tips: three variants, tips-b never converts ------------------------------------
     tips = b.flag_by_key["onboarding-tips"]
     tips_start = now - TIPS_START_DAYS * DAY_MS
+    early = pick(olds, 20, lambda u: True)
+    for i, user in enumerate(early):  # QA exposures before the start, converting before it too
+        variant = flaglib.evaluate(tips, user["distinct_id"]).variant or "control"
+        exposure = props(user, **{"$feature_flag": tips["key"], "$feature_flag_response": variant})
+        t = tips_start - rng.randint(2, 4) * DAY_MS
+        b.emit(t, "$feature_flag_called", user["distinct_id"], exposure)
+        b.emit(t + HOUR_MS, "checklist_completed", user["distinct_id"], props(user, qa=True))
+        if i % 2 == 0:  # and seen again after the start: counted from then, the early conversion not
+            b.emit(tips_start + rng.randint(5, 25) * DAY_MS, "$feature_flag_called", user["distinct_id"], exposure)
+    planted["experiment"]["before_start"] = [u["distinct_id"] for u in early]
     by_variant: dict[str, list[dict[str, Any]]] = {}
     for user in olds:
         if user["distinct_id"] in taken or rng.random() >= TIPS_EXPOSED_SHARE:
