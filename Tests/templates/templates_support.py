@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "posthog-local"))
 
 from posthog_local import generator  # noqa: E402
-from posthog_local.dataset import Dataset, load_dataset  # noqa: E402
+from posthog_local.dataset import Dataset  # noqa: E402
 from posthog_local.timeutil import parse_iso, to_ms  # noqa: E402
 
 BINARY = os.environ.get("SANDBOX_RUNNER_BIN", str(ROOT / ".build" / "debug" / "sandbox-runner"))
