@@ -45,7 +45,7 @@ def test_query_answers_columns_results_types_and_rows(client: PostHogClient, loc
     assert isinstance(answer, QueryResult)
     assert answer["columns"] == ["event", "events", "users"]
     assert [t[0] for t in answer["types"]] == ["event", "events", "users"]
-    assert answer["results"][0] == ["$pageview", 9855, 1605]
+    assert answer["results"][0] == ["$pageview", 9855, 1606]
     assert rows_of(answer) == answer.rows == truth["events"]
     assert client.rows("SELECT count() AS n FROM events WHERE timestamp >= now() - INTERVAL 7 DAY")[0]["n"] == \
         truth["total_events"]
