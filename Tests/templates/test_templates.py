@@ -94,7 +94,7 @@ NEW_YORK_CASES: list[tuple[str, dict[str, Any]]] = [
     ("retention_cohorts", {"weeks": 8, "recurring": True}),
     ("conversion_funnel", {}),
     ("new_user_activation", {}),
-    ("feature_impact", {"days": 7}),
+    ("feature_impact", {"event": "$pageview", "property": "$os", "days": 7}),
     ("analyze_experiment", {"flag_key": "onboarding-tips", "conversion_event": "checklist_completed"}),
     ("top_events", {"days": 1}),
     ("property_breakdown", {"days": 7}),
