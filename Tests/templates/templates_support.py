@@ -76,12 +76,12 @@ class Server:
             page = self.request("GET", page["next"][len(self.url):])
 
 
-def _serve(dataset: Dataset) -> Iterator[Server]:
+def _serve(dataset: Dataset, data_dir: Path | None = None) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTHOG_")}
     # Without PostHog's query budget: these tests make more than 120 queries an hour on purpose
     # (the limits have tests of their own in Tests/posthog-local and Tests/driver).
     proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "posthog-local" / "server.py"), "--host", "127.0.0.1",
-                             "--port", "0", "--data", str(demo_data_dir()), "--no-limits"],
+                             "--port", "0", "--data", str(data_dir or demo_data_dir()), "--no-limits"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         line = proc.stdout.readline() if proc.stdout else ""

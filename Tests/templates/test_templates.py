@@ -24,15 +24,17 @@ import datetime
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import uuid
 from typing import Any
 
 import pytest
-from templates_support import BINARY, PROJECTS, ROOT, Server, demo_data_dir
+from templates_support import BINARY, PROJECTS, ROOT, Server, _serve, demo_data_dir
 
 from posthog_local import truths
+from posthog_local.dataset import load_dataset
 from posthog_local.flags import flag_hash
 from posthog_local.timeutil import iso_ms, parse_iso, to_ms
 
@@ -355,6 +357,25 @@ def test_experiment_without_an_experiment_needs_a_start(server):
     assert [v["variant"] for v in data["variants"]] == ["control", "redesign-a", "redesign-b"]
     assert data["experiment_id"] is None and data["probability_best"] is None
     assert all(c["frequentist"] is None for c in data["comparisons"])
+
+
+def test_an_ended_experiment_counts_up_to_its_end(dataset, tmp_path):
+    """An experiment with an end_date: exposures and conversions after it do not count (PostHog's
+    experiment date range). A copy of the demo data whose experiment 1 ended on 2026-10-10 12:00."""
+    copy = tmp_path / "ended"
+    shutil.copytree(demo_data_dir(), copy)
+    resources = json.loads((copy / "resources.json").read_text())
+    resources["experiments"][0]["end_date"] = "2026-10-10T12:00:00.000000Z"
+    (copy / "resources.json").write_text(json.dumps(resources))
+    ended = load_dataset(copy)
+    for server in _serve(ended, copy):
+        data = run("analyze_experiment", {"flag_key": "new-onboarding"}, server)["data"]
+    assert data["end"] == "2026-10-10T12:00:00.000000Z"
+    expected = truths.answer(ended, "analyze_experiment", {"flag_key": "new-onboarding"})
+    whole = truths.answer(dataset, "analyze_experiment", {"flag_key": "new-onboarding"})
+    assert sum(v["users"] for v in expected["variants"]) < sum(v["users"] for v in whole["variants"])
+    data.pop("parameters")
+    same(data, expected)
 
 
 def test_retention_period_zero_is_the_cohort_and_weeks_counts_the_cohorts():
