@@ -10,7 +10,15 @@ EVENT_NAMES = {{ event_names }}
 FORMAT = {{ format }}
 COLUMNS = ["uuid", "event", "distinct_id", "timestamp", "properties"]
 
-if START >= END:  # both are UTC `YYYY-MM-DDTHH:MM:SSZ`, so text order is time order
+
+def instant(text):
+    """A rendered datetime variable (UTC, `…Z`, whole seconds or microseconds) as an aware datetime."""
+    import datetime
+
+    return datetime.datetime.fromisoformat(text[:-1] + "+00:00")
+
+
+if instant(START) >= instant(END):  # compared as instants: fractions of a second count
     raise SystemExit("sandbox-runner-error: start must be before end.")
 
 path = "events." + FORMAT
@@ -33,6 +41,7 @@ class Sink:
 rows = 0
 by_event = {}
 with PostHogClient() as client, open(path, "wb") as f:
+    clock = client.get_time_settings()
     sink = Sink(f)
     if FORMAT == "csv":
         import csv
@@ -57,5 +66,7 @@ emit({
     "file": path,
     "bytes": sink.size,
     "sha256": sink.digest.hexdigest(),
+    "timezone": clock["timezone"],
+    "week_start": clock["week_start"],
     "parameters": {"start": START, "end": END, "event_names": EVENT_NAMES, "format": FORMAT},
 })

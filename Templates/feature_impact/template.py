@@ -13,7 +13,7 @@ QUERY = """
     FROM (
         SELECT properties[{property}] AS value, count(DISTINCT distinct_id) AS users, count() AS events
         FROM events
-        WHERE event = {event} AND timestamp >= now() - toIntervalDay({days}) AND timestamp < now()
+        WHERE event = {event} AND timestamp >= toStartOfDay(now() - toIntervalSecond(1)) - toIntervalDay({back}) AND timestamp < now()
         GROUP BY value
     )
     ORDER BY events DESC, value ASC NULLS LAST
@@ -21,7 +21,8 @@ QUERY = """
 """
 
 with PostHogClient() as client:
-    rows = rows_of(client.query(QUERY, values={"event": EVENT, "property": PROPERTY, "days": DAYS,
+    clock = client.get_time_settings()
+    rows = rows_of(client.query(QUERY, values={"event": EVENT, "property": PROPERTY, "back": DAYS - 1,
                                                "max_values": MAX_VALUES}))
 
 breakdown = []
@@ -32,5 +33,7 @@ for r in rows:
 emit({
     "total_events": int(rows[0]["total_events"]) if rows else 0,
     "breakdown": breakdown,
+    "timezone": clock["timezone"],
+    "week_start": clock["week_start"],
     "parameters": {"event": EVENT, "property": PROPERTY, "days": DAYS},
 })

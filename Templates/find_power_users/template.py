@@ -12,7 +12,7 @@ QUERY = """
     FROM (
         SELECT distinct_id, count() AS events, count(DISTINCT toDate(timestamp)) AS active_days
         FROM events
-        WHERE timestamp >= now() - toIntervalDay({days}) AND timestamp < now()
+        WHERE timestamp >= toStartOfDay(now() - toIntervalSecond(1)) - toIntervalDay({back}) AND timestamp < now()
         GROUP BY distinct_id
         HAVING events >= {min_events}
     )
@@ -21,10 +21,13 @@ QUERY = """
 """
 
 with PostHogClient() as client:
-    rows = rows_of(client.query(QUERY, values={"days": DAYS, "min_events": MIN_EVENTS, "limit": LIMIT}))
+    clock = client.get_time_settings()
+    rows = rows_of(client.query(QUERY, values={"back": DAYS - 1, "min_events": MIN_EVENTS, "limit": LIMIT}))
 
 emit({
     "power_user_count": int(rows[0]["power_user_count"]) if rows else 0,
     "users": [{"distinct_id": r["distinct_id"], "events": int(r["events"]), "active_days": int(r["active_days"])} for r in rows],
+    "timezone": clock["timezone"],
+    "week_start": clock["week_start"],
     "parameters": {"days": DAYS, "min_events": MIN_EVENTS, "limit": LIMIT},
 })

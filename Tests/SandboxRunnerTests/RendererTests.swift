@@ -86,9 +86,30 @@ struct RendererTests {
     }
 
     @Test(arguments: [("2026-10-01", "2026-10-01T00:00:00Z"), ("2026-10-01T12:30:00+02:00", "2026-10-01T10:30:00Z"),
-                      ("2026-10-01T12:30:00.123Z", "2026-10-01T12:30:00Z"), ("2026-10-01 23:59", "2026-10-01T23:59:00Z")])
+                      ("2026-10-01 23:59", "2026-10-01T23:59:00Z")])
     func datetimesNormaliseToUTC(input: String, expected: String) {
         #expect(VariableValidator.parseDateTime(input) == expected)
+    }
+
+    /// Issue 11: the renderer cut datetimes to whole seconds, so an export from `…:00.500Z` began at
+    /// `…:00Z` (an event before `start` was exported) and a 1 ms window `[…:00.001Z, …:00.002Z)`
+    /// became empty and was refused. PostHog keeps microseconds (`DateTime64(6)`): so do we, across
+    /// an offset and a day boundary.
+    @Test(arguments: [("2026-10-01T12:30:00.123Z", "2026-10-01T12:30:00.123000Z"),
+                      ("2026-10-01T12:30:00.000001Z", "2026-10-01T12:30:00.000001Z"),
+                      ("2026-10-01T00:30:59.999999+01:00", "2026-09-30T23:30:59.999999Z"),
+                      ("2026-10-01 23:59:59.5-04:00", "2026-10-02T03:59:59.500000Z"),
+                      ("2026-10-01T12:30:00.000Z", "2026-10-01T12:30:00.000000Z")])
+    func datetimesKeepSubSecondPrecision(input: String, expected: String) {
+        #expect(VariableValidator.parseDateTime(input) == expected)
+    }
+
+    @Test func aOneMillisecondWindowRendersTwoDistinctInstants() throws {
+        let spec = VariableSpec(name: "start", type: .datetime, description: "", default: nil)
+        let start = try VariableValidator.validate(.text("2026-10-25T00:00:00.001Z"), spec: spec)
+        let end = try VariableValidator.validate(.text("2026-10-25T00:00:00.002Z"), spec: spec)
+        #expect(start == .string("2026-10-25T00:00:00.001000Z") && end == .string("2026-10-25T00:00:00.002000Z"))
+        #expect(VariableValidator.parseDateTime("2026-10-01T12:30:00.1234567Z") == nil)  // finer than PostHog keeps
     }
 }
 

@@ -70,7 +70,7 @@ def render(name: str, variables: dict[str, Any]) -> str:
 
 def test_churn_cohort_of_more_than_1000_users_is_created_whole(local: Server, tmp_path: Path) -> None:
     variables = {"cohort_name": f"big churn {uuid.uuid4().hex[:6]}", "inactive_days": 3, "lookback_days": 60,
-                 "min_events": 1}
+                 "min_active_days": 1}
     (tmp_path / "template.py").write_text(render("create_churn_cohort", variables))
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTHOG_")}
     env.update({"POSTHOG_API_URL": local.url, "POSTHOG_PERSONAL_API_KEY": PERSONAL_KEY,

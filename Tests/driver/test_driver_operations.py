@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from driver_support import requests_to, stats
-from phl_support import PROJECT_ID, Server
+from phl_support import NY_PROJECT_ID, NY_PROJECT_KEY, PERSONAL_KEY, PROJECT_ID, PROJECT_KEY, Server
 
 from posthog_driver import PostHogClient, QueryError, QueryResult, rows_of
 
@@ -45,7 +45,7 @@ def test_query_answers_columns_results_types_and_rows(client: PostHogClient, loc
     assert isinstance(answer, QueryResult)
     assert answer["columns"] == ["event", "events", "users"]
     assert [t[0] for t in answer["types"]] == ["event", "events", "users"]
-    assert answer["results"][0] == ["$pageview", 9847, 1600]
+    assert answer["results"][0] == ["$pageview", 9855, 1606]
     assert rows_of(answer) == answer.rows == truth["events"]
     assert client.rows("SELECT count() AS n FROM events WHERE timestamp >= now() - INTERVAL 7 DAY")[0]["n"] == \
         truth["total_events"]
@@ -56,7 +56,7 @@ def test_query_values_of_every_kind(client: PostHogClient) -> None:
                        "AND timestamp < toDateTime({end}) AND event IN {names}",
                        {"start": dt.datetime(2026, 10, 25, tzinfo=dt.timezone.utc), "end": dt.date(2026, 11, 1),
                         "names": ("signed_up", "subscription_started")})
-    assert rows == [{"n": 151}]  # the export_events truth with an event filter
+    assert rows == [{"n": 160}]  # the export_events truth with an event filter
 
 
 # -- reads ----------------------------------------------------------------------------------------
@@ -261,3 +261,50 @@ def test_an_asynchronous_query_error_is_a_query_error(client: PostHogClient) -> 
         client.query("SELECT nope_not_a_function(1)", refresh="force_async")
     assert "Unsupported function call 'nope_not_a_function(...)'" in str(caught.value)
 
+
+
+@pytest.mark.parametrize("project_id,key,expected", [
+    (PROJECT_ID, PROJECT_KEY, {"timezone": "UTC", "week_start": "monday", "week_mode": 3}),
+    (NY_PROJECT_ID, NY_PROJECT_KEY, {"timezone": "America/New_York", "week_start": "sunday", "week_mode": 0}),
+])
+def test_time_settings_are_the_projects(local: Server, project_id: int, key: str, expected: dict[str, Any]) -> None:
+    """get_time_settings reads the project (GET /api/projects/{id}/), and its week_mode gives
+    toStartOfWeek the week start the project's own insights use (HogQL's toStartOfWeek without a mode
+    takes the project's week_start_day: PostHog's printer, WeekStartDay.clickhouse_mode)."""
+    with PostHogClient(api_url=local.url, personal_api_key=PERSONAL_KEY, project_api_key=key,
+                       project_id=project_id) as c:
+        settings = c.get_time_settings()
+        assert settings == expected
+        for day in ("2026-10-25", "2026-10-26", "2026-10-31"):  # a Sunday, a Monday, a Saturday
+            ours, projects = rows_of(c.query("SELECT toStartOfWeek(toDate({d}), {m}) AS a, toStartOfWeek(toDate({d})) AS b",
+                                             {"d": day, "m": settings["week_mode"]}))[0].values()
+            assert ours == projects
+
+
+def test_time_settings_read_empty_values_as_posthog_does(tmp_path: Any) -> None:
+    """A project without a time zone or week start (both nullable in PostHog's Team model) is UTC with
+    weeks from Sunday: PostHog's WeekStartDay defaults to Sunday."""
+    import http.server
+    import threading
+
+    class Project(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            body = json.dumps({"id": 5, "timezone": None, "week_start_day": None}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Project)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with PostHogClient(api_url=f"http://127.0.0.1:{httpd.server_address[1]}", personal_api_key=PERSONAL_KEY,
+                           project_id=5) as c:
+            assert c.get_time_settings() == {"timezone": "UTC", "week_start": "sunday", "week_mode": 0}
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

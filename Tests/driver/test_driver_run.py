@@ -46,7 +46,7 @@ def test_success_prints_one_json_document(workdir: Path, local: Server) -> None:
         emit({"signups": rows[0]["n"]})
     """, local)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"signups": 1050}
+    assert json.loads(result.stdout) == {"signups": 1090}
     assert result.stderr == ""
 
 

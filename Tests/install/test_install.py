@@ -51,7 +51,7 @@ def test_installed_copy_runs_the_demo_from_anywhere(prefix: Path, tmp_path: Path
     result = json.loads(done.stdout)
     assert result["success"] is True
     # The true answer of the demo dataset, computed by the generator, not by the template.
-    data_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sandbox-runner" / "posthog-local" / "seed-42"
+    data_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sandbox-runner" / "posthog-local" / "seed-42-v2"
     truth = truths.identify_churn_risk(load_dataset(data_dir))
     for key, value in truth.items():
         assert result["data"][key] == pytest.approx(value), key

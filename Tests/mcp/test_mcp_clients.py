@@ -67,7 +67,7 @@ async def test_template_call_is_the_truth_and_matches_its_output_schema(transpor
     assert doc["success"] is True and doc["template"] == "identify_churn_risk" and doc.get("errorKind") is None
     assert json.loads(result.content[-1].text) == doc
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    truth = truths.identify_churn_risk(load_dataset(base / "sandbox-runner/posthog-local/seed-42"), limit=3)
+    truth = truths.identify_churn_risk(load_dataset(base / "sandbox-runner/posthog-local/seed-42-v2"), limit=3)
     assert doc["data"]["at_risk_count"] == truth["at_risk_count"]
     assert [u["distinct_id"] for u in doc["data"]["users"]] == [u["distinct_id"] for u in truth["users"]]
     assert len(listed.structured_content["templates"]) == 14

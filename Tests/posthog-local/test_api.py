@@ -105,7 +105,7 @@ def test_insights_experiments_lists(server: Server) -> None:
     assert {"id", "short_id", "name", "query", "result"} <= set(insights["results"][0])
     experiments = server.session.get(f"{server.project}/experiments/", headers=server.auth(), timeout=10).json()
     keys = {e["feature_flag_key"] for e in experiments["results"]}
-    assert keys == {"new-onboarding", "pricing-page-v2"}
+    assert keys == {"new-onboarding", "pricing-page-v2", "onboarding-tips"}
 
 
 def test_persons_by_distinct_id_and_search(server: Server) -> None:
@@ -164,7 +164,7 @@ def test_feature_flag_admin(server: Server) -> None:
     inactive = server.session.get(f"{server.project}/feature_flags/?active=false", headers=server.auth(),
                                   timeout=10).json()["results"]
     assert [f["key"] for f in inactive] == ["legacy-export"]
-    search = server.session.get(f"{server.project}/feature_flags/?search=onboard", headers=server.auth(),
+    search = server.session.get(f"{server.project}/feature_flags/?search=new-onboard", headers=server.auth(),
                                 timeout=10).json()["results"]
     assert [f["key"] for f in search] == ["new-onboarding"]
     created = server.session.post(f"{server.project}/feature_flags/", headers=server.auth(), timeout=10,

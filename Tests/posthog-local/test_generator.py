@@ -72,13 +72,23 @@ def test_truth_cli_agrees_with_truths_json_and_takes_parameters(server: Server) 
 def test_planted_behaviour(server: Server) -> None:
     truths = server.truths()["templates"]
     experiment = truths["analyze_experiment"][0]["answer"]
-    assert experiment["significant"] and experiment["lift"] > 0.3
+    (test,) = experiment["comparisons"]
+    assert test["frequentist"]["significant"] and test["bayesian"]["significant"] and test["frequentist"]["lift"] > 0.3
     rates = {v["variant"]: v["rate"] for v in experiment["variants"]}
     assert rates["test"] > rates["control"]
-    assert not truths["analyze_experiment"][1]["answer"]["significant"]  # the A/A test
+    assert experiment["excluded_multiple_variant_users"] > 0 and experiment["non_variant_exposures"] > 0
+    (aa,) = truths["analyze_experiment"][1]["answer"]["comparisons"]  # the A/A test
+    assert not aa["frequentist"]["significant"] and not aa["bayesian"]["significant"]
+    tips = {v["variant"]: v for v in truths["analyze_experiment"][2]["answer"]["variants"]}
+    assert tips["tips-b"]["conversions"] == 0 and tips["tips-a"]["conversions"] > tips["control"]["conversions"]
     steps = [s["users"] for s in truths["conversion_funnel"][0]["answer"]["steps"]]
     assert steps == sorted(steps, reverse=True) and steps[-1] > 0
-    assert truths["identify_churn_risk"][0]["answer"]["at_risk_count"] >= 300
+    churn = truths["identify_churn_risk"][0]["answer"]
+    assert churn["at_risk_count"] >= 300 and churn["bounced_count"] > 50
     assert truths["find_power_users"][0]["answer"]["power_user_count"] >= 150
+    hard = server.truths()["planted"]["hard_cases"]
+    assert {len(v) for v in hard["funnel"].values()} and len(hard["time_edges"]) == 21
     meta = json.loads((server.data_dir / "meta.json").read_text())
     assert 100_000 < meta["counts"]["events"] < 400_000 and meta["counts"]["persons"] == 3000
+    # nothing before the 60 days: the bulk mode's events own the 30 days before them
+    assert server.rows("SELECT min(timestamp) >= now() - INTERVAL 60 DAY FROM events") == [[True]]

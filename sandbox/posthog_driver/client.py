@@ -631,6 +631,16 @@ class PostHogClient:
     def get_project_info(self) -> dict[str, Any]:
         return self._api("GET", "")
 
+    def get_time_settings(self) -> dict[str, Any]:
+        """How the project's insights tell time (GET /api/projects/{id}/): {"timezone" (IANA, "UTC"
+        when empty), "week_start" ("sunday" or "monday"), "week_mode" (toStartOfWeek's mode for it:
+        0 Sunday, 3 Monday, PostHog's WeekStartDay.clickhouse_mode)}. An empty week_start_day means
+        Sunday, as in PostHog. HogQL already answers in this time zone; templates report it."""
+        info = self.get_project_info()
+        monday = info.get("week_start_day") == 1
+        return {"timezone": info.get("timezone") or "UTC", "week_start": "monday" if monday else "sunday",
+                "week_mode": 3 if monday else 0}
+
     def health_check(self) -> dict[str, Any]:
         """Never raises a PostHogError: {"ok", "api_url", "ingest_url", "project_id", "project",
         "checks": {"api": …, "query": …, "ingest": …}, "error": first failure or None}. Each

@@ -190,10 +190,11 @@ public enum VariableValidator {
         return s
     }
 
-    /// Accepts `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS[.fff]][Z|±HH:MM]`; returns UTC `YYYY-MM-DDTHH:MM:SSZ`.
+    /// Accepts `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS[.ffffff]][Z|±HH:MM]`, normalised to UTC: `YYYY-MM-DDTHH:MM:SSZ`, or `YYYY-MM-DDTHH:MM:SS.ffffffZ`
+    /// when the value has a fraction of a second (kept to the microsecond, PostHog's precision).
     static func parseDateTime(_ s: String) -> String? {
         if let d = parseDate(s) { return d + "T00:00:00Z" }
-        let pattern = #"^([0-9]{4}-[0-9]{2}-[0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:?[0-9]{2})?$"#
+        let pattern = #"^([0-9]{4}-[0-9]{2}-[0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?(Z|[+-][0-9]{2}:?[0-9]{2})?$"#
         guard let re = try? NSRegularExpression(pattern: pattern),
               let m = re.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) else { return nil }
         func group(_ i: Int) -> String? {
@@ -204,7 +205,7 @@ public enum VariableValidator {
         let ss = Int(group(4) ?? "0") ?? 0
         guard hh < 24, mm < 60, ss < 60 else { return nil }
         var offsetSeconds = 0
-        if let tz = group(5), tz != "Z" {
+        if let tz = group(6), tz != "Z" {
             let digits = tz.dropFirst().replacingOccurrences(of: ":", with: "")
             guard let h = Int(digits.prefix(2)), let mi = Int(digits.suffix(2)), h < 24, mi < 60 else { return nil }
             offsetSeconds = (h * 3600 + mi * 60) * (tz.hasPrefix("-") ? -1 : 1)
@@ -213,6 +214,10 @@ public enum VariableValidator {
         f.locale = Locale(identifier: "en_US_POSIX"); f.timeZone = TimeZone(identifier: "UTC")
         f.dateFormat = "yyyy-MM-dd'T'HH:mm:ss"
         guard let local = f.date(from: String(format: "%@T%02d:%02d:%02d", day, hh, mm, ss)) else { return nil }
-        return f.string(from: local.addingTimeInterval(TimeInterval(-offsetSeconds))) + "Z"
+        // Whole seconds go through the calendar; the fraction is carried over as digits (an offset
+        // is whole minutes, so it never changes it), padded to microseconds.
+        let seconds = f.string(from: local.addingTimeInterval(TimeInterval(-offsetSeconds)))
+        guard let fraction = group(5) else { return seconds + "Z" }
+        return seconds + "." + fraction.padding(toLength: 6, withPad: "0", startingAt: 0) + "Z"
     }
 }

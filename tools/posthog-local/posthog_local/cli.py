@@ -165,6 +165,10 @@ def truth(argv: list[str]) -> int:
     parser.add_argument("template", choices=sorted(truths.TEMPLATES))
     parser.add_argument("--param", action="append", default=[], metavar="K=V",
                         help="a template parameter (JSON value, or text; lists as a,b,c or JSON)")
+    parser.add_argument("--timezone", default="UTC", help="the project's time zone (the New York demo project: "
+                        "America/New_York)")
+    parser.add_argument("--week-start-day", type=int, choices=(0, 1), default=1,
+                        help="the project's week start: 0 Sunday, 1 Monday")
     _dataset_args(parser)
     args = parser.parse_args(argv)
     params = {}
@@ -176,7 +180,7 @@ def truth(argv: list[str]) -> int:
             params[key] = truths.parse_param(key, value, args.template)
         data_dir, _ = _resolve_data(args)
         dataset = load_dataset(data_dir)
-        answer = truths.answer(dataset, args.template, params)
+        answer = truths.answer(dataset, args.template, params, args.timezone, args.week_start_day)
     except (KeyError, ValueError, TypeError) as err:
         print(f"posthog-local truth: {err}", file=sys.stderr)
         return EX_USAGE

@@ -24,6 +24,7 @@ class Dataset:
     persons: list[dict[str, Any]]  # id, distinct_id, properties (dict), created_at (ms)
     flags: list[dict[str, Any]]
     cohorts: list[dict[str, Any]] = field(default_factory=list)
+    experiments: list[dict[str, Any]] = field(default_factory=list)
     _props: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def props(self, row: EventRow) -> dict[str, Any]:
@@ -69,4 +70,5 @@ def load_dataset(data_dir: Path) -> Dataset:
         persons=persons,
         flags=resources["feature_flags"],
         cohorts=resources["cohorts"],
+        experiments=resources.get("experiments", []),
     )

@@ -1,7 +1,12 @@
 """Seeded, deterministic dataset generator: same seed and settings -> byte-identical files.
 
 Planted behaviour (see README.md): churners, power users, new users with a signup funnel of known
-drop-off, the `new-onboarding` experiment with a real lift and the `pricing-page-v2` A/A test.
+drop-off, the `new-onboarding` experiment with a real lift, the `pricing-page-v2` A/A test, and the
+hard cases real data has (`_plant_hard_cases`): funnel restarts, repeats, steps out of order or at
+one timestamp and conversions exactly at the window's edge; re-exposures, users seen in two
+variants, exposures that are not a variant or come before the experiment started; a three-variant
+experiment with a variant that never converts; a flag with several condition groups and a variant
+override; events a millisecond either side of day and window boundaries in UTC and New York.
 The data directory holds events.parquet, persons.parquet, resources.json (flags, cohorts,
 insights, experiments), truths.json and meta.json. The bulk mode adds bulk_events.parquet, made
 inside DuckDB with range() so a million events take about a second.
@@ -26,7 +31,7 @@ from . import flags as flaglib
 from .dataset import Dataset, EventRow
 from .timeutil import DAY_MS, HOUR_MS, MINUTE_MS, date_of_ms, iso_ms, parse_iso, to_ms
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the hard cases of issue 11 (data directories are named -v2)
 DEFAULT_SEED = 42
 DEFAULT_USERS = 3000
 DEFAULT_NOW = "2026-11-01T00:00:00Z"
@@ -55,6 +60,12 @@ REPORT_RATE = 0.50
 SUBSCRIBE_RATE = {"control": 0.12, "test": 0.20}
 PRICING_EXPOSED_SHARE = 0.45
 PRICING_CONVERSION = 0.10
+TIPS_CONVERSION = {"control": 0.10, "tips-a": 0.18, "tips-b": 0.0}  # tips-b never converts
+TIPS_EXPOSED_SHARE = 0.33
+TIPS_START_DAYS = 30  # the onboarding-tips experiment started 30 days before the reference time
+EDGE_TIMEZONES = ("UTC", "America/New_York")  # the two demo projects' zones (posthog_local.config)
+EDGE_WINDOWS = (1, 7, 14, 28, 30)  # "last N days" windows the templates use by default (all inside the
+# 60 days of data: the bulk events own the time before them)
 UUID_NAMESPACE = uuid.UUID("6f0c9a8e-2b51-4d4e-9c1e-5f3a1d2b7c90")
 
 
@@ -64,6 +75,7 @@ class Generated:
     resources: dict[str, Any]
     persons_rows: list[tuple[str, str, str, int, bool]]  # id, distinct_id, props json, created, ident
     segments: dict[str, list[str]]
+    planted: dict[str, Any]
 
 
 def _weighted(rng: random.Random, table: list[tuple[str, int]]) -> str:
@@ -110,6 +122,18 @@ def feature_flag_definitions(created_ms: int) -> list[dict[str, Any]]:
                                "value": ["enterprise"]}], "rollout_percentage": 100}]),
         flag(5, "legacy-export", "Legacy CSV export (retired)", False,
              [{"properties": [], "rollout_percentage": 100}]),
+        flag(6, "onboarding-tips", "Onboarding tips (three variants)", True,
+             [{"properties": [], "rollout_percentage": 100}],
+             [("control", 34), ("tips-a", 33), ("tips-b", 33)]),
+        # Several condition groups, one with a variant override that PostHog evaluates first
+        # (posthog/models/feature_flag/flag_matching.py) although it is listed second.
+        flag(7, "checkout-redesign", "Checkout redesign", True,
+             [{"properties": [], "rollout_percentage": 30},
+              {"properties": [{"key": "plan", "type": "person", "operator": "exact", "value": ["enterprise"]}],
+               "rollout_percentage": 100, "variant": "redesign-b"},
+              {"properties": [{"key": "email", "type": "person", "operator": "icontains", "value": "user01"}],
+               "rollout_percentage": 60}],
+             [("control", 50), ("redesign-a", 25), ("redesign-b", 25)]),
     ]
 
 
@@ -279,6 +303,8 @@ def _build(seed: int, users: int, now_ms: int) -> Generated:
                    {"plan": "pro", "previous_plan": user["plan"], "$lib": "posthog-python",
                     "source": "pricing-page"})
 
+    planted = _plant_hard_cases(b, people)
+
     # --- persons ------------------------------------------------------------------------------
     persons_rows: list[tuple[str, str, str, int, bool]] = []
     persons: list[dict[str, Any]] = []
@@ -302,11 +328,11 @@ def _build(seed: int, users: int, now_ms: int) -> Generated:
     events = [EventRow(r[0], r[1], r[2], r[3], r[4]) for r in b.rows]
     resources = _resources(b, people, now_ms)
     dataset = Dataset(reference_ms=now_ms, events=events, persons=persons, flags=b.flags,
-                      cohorts=resources["cohorts"])
+                      cohorts=resources["cohorts"], experiments=resources["experiments"])
     segments = {s: sorted(u["distinct_id"] for u in people if u["segment"] == s)
                 for s in ("power", "churner", "new", "casual")}
     generated = Generated(dataset=dataset, resources=resources, persons_rows=persons_rows,
-                          segments=segments)
+                          segments=segments, planted=planted)
     generated.rows = b.rows  # type: ignore[attr-defined]
     return generated
 
@@ -374,6 +400,152 @@ def _new_user_events(b: _Builder, user: dict[str, Any], flag: dict[str, Any]) ->
     user["plan"] = user.get("final_plan", "free")
 
 
+def _local_midnight_ms(ms: int, zone: str) -> int:
+    """Epoch ms of 00:00 in `zone` on the local date of the instant `ms`."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(zone)
+    local = dt.datetime.fromtimestamp(ms / 1000, tz)
+    midnight = dt.datetime(local.year, local.month, local.day, tzinfo=tz)
+    return int(midnight.timestamp() * 1000)
+
+
+def _plant_hard_cases(b: _Builder, people: list[dict[str, Any]]) -> dict[str, Any]:
+    """What real data has and the first dataset lacked (issue 11). A Random of its own, so the
+    planted base behaviour above stays as it was. Returns what was planted, by kind."""
+    rng = random.Random(b.seed * 7919 + 11)
+    now = b.now
+    planted: dict[str, Any] = {}
+    news = [u for u in people if u["segment"] == "new"]
+    olds = [u for u in people if u["segment"] in ("casual", "power")]
+
+    def props(user: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {"plan": user["plan"], "$browser": user["browser"], "$os": user["os"], "$lib": "web", **extra}
+
+    taken: set[str] = set()
+
+    def pick(pool: list[dict[str, Any]], n: int, ok: Any) -> list[dict[str, Any]]:
+        chosen = [u for u in pool if u["distinct_id"] not in taken and ok(u)]
+        chosen = rng.sample(chosen, min(n, len(chosen)))
+        chosen.sort(key=lambda u: u["distinct_id"])
+        taken.update(u["distinct_id"] for u in chosen)
+        return chosen
+
+    # -- funnels: restarts, repeats, order, one timestamp, the window's edge --------------------
+    restarters = pick(news, 40, lambda u: u["stage"] <= 1 and u["signup"] < now - 22 * DAY_MS)
+    for user in restarters:  # a second attempt 15-18 days later that goes all the way
+        t = user["signup"] + rng.randint(15, 18) * DAY_MS + rng.randint(0, DAY_MS)
+        for name, gap in (("signed_up", 0), ("onboarding_completed", rng.randint(HOUR_MS, 5 * HOUR_MS)),
+                          ("first_report_created", rng.randint(HOUR_MS, DAY_MS)),
+                          ("subscription_started", rng.randint(HOUR_MS, 2 * DAY_MS))):
+            t += gap
+            b.emit(t, name, user["distinct_id"], props(user, restarted=True))
+    repeaters = pick(news, 40, lambda u: u["stage"] >= 1 and u["signup"] < now - 10 * DAY_MS)
+    for user in repeaters:  # the same step done again later
+        t = user["signup"] + rng.randint(2, 9) * DAY_MS
+        b.emit(t, "onboarding_completed", user["distinct_id"], props(user, repeated=True))
+        if rng.random() < 0.5:
+            b.emit(t + rng.randint(MINUTE_MS, DAY_MS), "first_report_created", user["distinct_id"], props(user))
+    disorder = pick(news, 15, lambda u: u["stage"] == 0 and u["signup"] < now - 3 * DAY_MS)
+    for user in disorder:  # step 3 before step 2
+        t = user["signup"] + HOUR_MS
+        b.emit(t, "first_report_created", user["distinct_id"], props(user))
+        b.emit(t + HOUR_MS, "onboarding_completed", user["distinct_id"], props(user))
+    same_time = pick(news, 12, lambda u: u["stage"] == 0 and u["signup"] < now - 3 * DAY_MS)
+    for user in same_time:  # steps 2 and 3 at one timestamp (PostHog's funnel counts both)
+        t = user["signup"] + 3 * HOUR_MS + 123
+        b.emit(t, "first_report_created", user["distinct_id"], props(user))
+        b.emit(t, "onboarding_completed", user["distinct_id"], props(user))
+    edge = pick(news, 12, lambda u: u["stage"] == 0 and u["signup"] < now - 16 * DAY_MS)
+    for i, user in enumerate(edge):  # the last step exactly at the 14-day window's end, or 1 ms after
+        t = user["signup"]
+        b.emit(t + HOUR_MS, "onboarding_completed", user["distinct_id"], props(user))
+        b.emit(t + 2 * HOUR_MS, "first_report_created", user["distinct_id"], props(user))
+        b.emit(t + 14 * DAY_MS + (i % 2), "subscription_started", user["distinct_id"],
+               props(user, plan="pro", edge=True))
+    planted["funnel"] = {"restarters": [u["distinct_id"] for u in restarters],
+                         "repeaters": [u["distinct_id"] for u in repeaters],
+                         "out_of_order": [u["distinct_id"] for u in disorder],
+                         "same_timestamp": [u["distinct_id"] for u in same_time],
+                         "window_edge": [u["distinct_id"] for u in edge]}
+
+    # -- new-onboarding: two variants, non-variant responses, exposures before the start ------------
+    onboarding = b.flag_by_key["new-onboarding"]
+    start = b.window_start  # the experiment's start_date (resources.json)
+    two = pick(news, 25, lambda u: u["signup"] < now - 4 * DAY_MS)
+    for user in two:
+        other = "test" if user["variant"] == "control" else "control"
+        b.emit(user["signup"] + rng.randint(DAY_MS, 3 * DAY_MS), "$feature_flag_called", user["distinct_id"],
+               props(user, **{"$feature_flag": onboarding["key"], "$feature_flag_response": other}))
+    odd = pick(news, 25, lambda u: u["signup"] < now - 2 * DAY_MS)
+    for i, user in enumerate(odd):  # responses that are no variant: false, or no response at all
+        extra: dict[str, Any] = {"$feature_flag": onboarding["key"]}
+        if i % 5 < 3:
+            extra["$feature_flag_response"] = False
+        b.emit(user["signup"] + rng.randint(HOUR_MS, DAY_MS), "$feature_flag_called", user["distinct_id"],
+               props(user, **extra))
+    outsiders = pick(olds, 10, lambda u: True)
+    for user in outsiders:  # only ever answered `false`: never exposed
+        b.emit(now - rng.randint(2, 40) * DAY_MS, "$feature_flag_called", user["distinct_id"],
+               props(user, **{"$feature_flag": onboarding["key"], "$feature_flag_response": False}))
+    planted["experiment"] = {"two_variants": [u["distinct_id"] for u in two],
+                             "non_variant_responses": [u["distinct_id"] for u in odd],
+                             "only_non_variant": [u["distinct_id"] for u in outsiders]}
+
+    # -- onboarding-tips: three variants, tips-b never converts ------------------------------------
+    tips = b.flag_by_key["onboarding-tips"]
+    tips_start = now - TIPS_START_DAYS * DAY_MS
+    early = pick(olds, 20, lambda u: True)
+    for i, user in enumerate(early):  # QA exposures before the start, converting before it too
+        variant = flaglib.evaluate(tips, user["distinct_id"]).variant or "control"
+        exposure = props(user, **{"$feature_flag": tips["key"], "$feature_flag_response": variant})
+        t = tips_start - rng.randint(2, 4) * DAY_MS
+        b.emit(t, "$feature_flag_called", user["distinct_id"], exposure)
+        b.emit(t + HOUR_MS, "checklist_completed", user["distinct_id"], props(user, qa=True))
+        if i % 2 == 0:  # and seen again after the start: counted from then, the early conversion not
+            b.emit(tips_start + rng.randint(5, 25) * DAY_MS, "$feature_flag_called", user["distinct_id"], exposure)
+    planted["experiment"]["before_start"] = [u["distinct_id"] for u in early]
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for user in olds:
+        if user["distinct_id"] in taken or rng.random() >= TIPS_EXPOSED_SHARE:
+            continue
+        variant = flaglib.evaluate(tips, user["distinct_id"]).variant or "control"
+        when = tips_start + rng.randint(HOUR_MS, 25 * DAY_MS)
+        user["tips"] = (variant, when)
+        by_variant.setdefault(variant, []).append(user)
+        exposure = props(user, **{"$feature_flag": tips["key"], "$feature_flag_response": variant})
+        b.emit(when, "$feature_flag_called", user["distinct_id"], exposure)
+        if rng.random() < 0.3:  # seen again: still one user, counted from the first exposure
+            b.emit(when + rng.randint(DAY_MS, 4 * DAY_MS), "$feature_flag_called", user["distinct_id"], exposure)
+    for variant, group in sorted(by_variant.items()):
+        for user in rng.sample(group, round(len(group) * TIPS_CONVERSION.get(variant, 0.0))):
+            b.emit(user["tips"][1] + rng.randint(10 * MINUTE_MS, 3 * DAY_MS), "checklist_completed",
+                   user["distinct_id"], props(user))
+    planted["three_variants"] = {v: len(g) for v, g in sorted(by_variant.items())}
+
+    # -- time: a millisecond either side of each window's start, in both projects' zones -------------
+    edges = []
+    users = pick(olds, 2 * len(EDGE_TIMEZONES) * len(EDGE_WINDOWS) + 1, lambda u: u["segment"] == "casual") \
+        or olds[:1] or people[:1]
+    users = [users[i % len(users)] for i in range(2 * len(EDGE_TIMEZONES) * len(EDGE_WINDOWS) + 1)]
+    last_second = now - 1000  # "today" is the local date of the last second before now
+    for zone in EDGE_TIMEZONES:
+        today_start = _local_midnight_ms(last_second, zone)
+        for days in EDGE_WINDOWS:
+            boundary = _local_midnight_ms(today_start - (days - 1) * DAY_MS + 12 * HOUR_MS, zone)
+            for offset in (0, -1):  # at the window's first instant (inside) and 1 ms before (outside)
+                user = users[len(edges)]
+                b.emit(boundary + offset, "$pageview", user["distinct_id"],
+                       props(user, **{"$current_url": HOST + "/edge", "edge": f"{zone} {days}d {offset}ms"}))
+                edges.append({"distinct_id": user["distinct_id"], "timestamp": iso_ms(boundary + offset),
+                              "label": f"{zone} {days}d {offset}ms"})
+    b.emit(now - 1, "$pageview", users[-1]["distinct_id"], props(users[-1], **{"$current_url": HOST + "/edge"}))
+    edges.append({"distinct_id": users[-1]["distinct_id"], "timestamp": iso_ms(now - 1), "label": "1 ms before now"})
+    planted["time_edges"] = edges
+    return planted
+
+
 def _resources(b: _Builder, people: list[dict[str, Any]], now_ms: int) -> dict[str, Any]:
     window_start = b.window_start
     enterprise = sorted(u["person_id"] for u in people if u.get("final_plan", u["plan"]) == "enterprise")
@@ -419,6 +591,16 @@ def _resources(b: _Builder, people: list[dict[str, Any]], now_ms: int) -> dict[s
                                                   {"key": "test", "rollout_percentage": 50}],
                         "minimum_detectable_effect": 20},
          "metrics": [metric], "created_at": iso_ms(now_ms - 51 * DAY_MS), "type": "product"},
+        {"id": 3, "name": "Onboarding tips", "description": "Which tips get people through the checklist?",
+         "feature_flag_key": "onboarding-tips", "feature_flag": 6,
+         "start_date": iso_ms(now_ms - TIPS_START_DAYS * DAY_MS), "end_date": None, "archived": False,
+         "parameters": {"feature_flag_variants": [{"key": "control", "rollout_percentage": 34},
+                                                  {"key": "tips-a", "rollout_percentage": 33},
+                                                  {"key": "tips-b", "rollout_percentage": 33}],
+                        "minimum_detectable_effect": 25},
+         "metrics": [{"kind": "ExperimentMetric", "metric_type": "funnel",
+                      "series": [{"kind": "EventsNode", "event": "checklist_completed"}]}],
+         "created_at": iso_ms(now_ms - (TIPS_START_DAYS + 1) * DAY_MS), "type": "product"},
     ]
     return {"feature_flags": b.flags, "cohorts": cohorts, "insights": insights,
             "experiments": experiments}
@@ -487,6 +669,8 @@ def write_dataset(target: Path, seed: int, users: int, now_ms: int, bulk_events:
         "new_users_sample": generated.segments["new"][:5],
         "experiment": {"flag": "new-onboarding", "planted_rates": SUBSCRIBE_RATE},
         "aa_test": {"flag": "pricing-page-v2", "planted_rate": PRICING_CONVERSION},
+        "three_variants": {"flag": "onboarding-tips", "planted_rates": TIPS_CONVERSION},
+        "hard_cases": generated.planted,
     }
     if bulk is not None:
         truths["bulk"] = bulk
@@ -564,6 +748,9 @@ def default_data_dir(seed: int, users: int, now_ms: int, bulk_events: int = 0) -
         name += "-now-" + iso_ms(now_ms)[:19].replace(":", "").replace("-", "")
     if bulk_events:
         name = f"bulk-{bulk_events}-{name}"
+    # Each generator version has directories of its own: servers of another version (another
+    # checkout sharing the cache) never regenerate a dataset in use.
+    name += f"-v{GENERATOR_VERSION}"
     return Path(cache) / "sandbox-runner" / "posthog-local" / name
 
 

@@ -1,37 +1,119 @@
 """True answers of the 14 templates (Templates/SEMANTICS.md), computed in plain Python.
 
-Each function takes the Dataset and the template's parameters and returns the answer with the
-keys SEMANTICS.md names. Conventions (shared with the server's HogQL results):
-- timestamps are `YYYY-MM-DDTHH:MM:SS.ffffffZ`, dates `YYYY-MM-DD`;
+Written from SEMANTICS.md, not from the templates' HogQL: no SQL is involved (the rows come from the
+generator, or are read back from Parquet as they are), and the statistics come from mpmath, not from
+the closed forms the templates carry. Each function takes the Dataset, the template's parameters and
+the project (time zone, week start) and returns the answer with the keys SEMANTICS.md names.
+Conventions (shared with the server's HogQL results):
+- timestamps are the project's local time with its offset (`…Z` in UTC), microseconds; dates `YYYY-MM-DD`;
 - rates and ratios are unrounded floats (compare with a tolerance);
 - a missing property value is `None` (JSON null) and sorts after strings on ties;
 - rankings break ties by the name (distinct_id, event, value) ascending.
-No SQL is involved: the rows come from the generator (or are read back from Parquet as-is).
 """
 
 from __future__ import annotations
 
+import bisect
+import datetime as dt
 import inspect
 import json
-import math
 from collections import Counter, defaultdict
+from itertools import groupby
 from typing import Any, Callable
+from zoneinfo import ZoneInfo
 
 from .dataset import Dataset, EventRow
-from .flags import evaluate, rollout_percentage, variants_of
-from .timeutil import DAY_MS, date_of_ms, iso_ms, monday_of_ms, parse_iso, to_ms
+from .flags import evaluate, variants_of
+from .timeutil import DAY_MS, iso_ms, parse_iso, to_ms
 
 DEFAULT_FUNNEL = ["signed_up", "onboarding_completed", "first_report_created",
                   "subscription_started"]
+WEEK_START_NAMES = {0: "sunday", 1: "monday"}
+MULTIPLE_VARIANTS = "$multiple"
+NO_WINDOW_DAYS = 3 * 365  # PostHog's experiment funnels without a conversion window: 3 years
+MIN_EXPOSURES = 50  # posthog/hogql_queries/experiments/utils.py validate_variant_result
+MIN_CONVERSIONS = 5
+_QUARTER_HOUR_MS = 15 * 60 * 1000
+_EPOCH_DATE = dt.date(1970, 1, 1)
 
 
-def _window(ds: Dataset, days: int) -> list[EventRow]:
-    start = ds.reference_ms - days * DAY_MS
-    return [e for e in ds.events if start <= e.ts < ds.reference_ms]
+# --- the project's clock ---------------------------------------------------------------------------
+
+class Project:
+    """Local days, windows and weeks of one project (SEMANTICS.md, Conventions)."""
+
+    def __init__(self, ds: Dataset, timezone: str = "UTC", week_start_day: int | None = 1) -> None:
+        self.ds = ds
+        self.timezone = timezone
+        self.zone = ZoneInfo(timezone)
+        self.week_start_day = 1 if week_start_day == 1 else 0  # PostHog: null means Sunday
+        self.now = ds.reference_ms
+        self._offsets: dict[int, int] = {}
+        self.today = self.day(self.now - 1000)  # the local date of the last second before now
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"timezone": self.timezone, "week_start": WEEK_START_NAMES[self.week_start_day]}
+
+    def offset_ms(self, ms: int) -> int:
+        bucket = ms // _QUARTER_HOUR_MS  # zones change offsets on quarter hours at the finest
+        cached = self._offsets.get(bucket)
+        if cached is None:
+            moment = dt.datetime.fromtimestamp(bucket * _QUARTER_HOUR_MS / 1000, dt.timezone.utc)
+            offset = self.zone.utcoffset(moment)
+            cached = int(offset.total_seconds() * 1000) if offset is not None else 0
+            self._offsets[bucket] = cached
+        return cached
+
+    def day(self, ms: int) -> int:
+        """The local date of an instant, as days since 1970-01-01."""
+        return (ms + self.offset_ms(ms)) // DAY_MS
+
+    def day_start(self, day: int) -> int:
+        """The instant of 00:00 local time on a local day."""
+        date = _EPOCH_DATE + dt.timedelta(days=day)
+        midnight = dt.datetime(date.year, date.month, date.day, tzinfo=self.zone)
+        return int(midnight.timestamp() * 1000)
+
+    def window_start(self, days: int) -> int:
+        """W_N: the first instant of the last N days (T-N+1 ... T)."""
+        return self.day_start(self.today - days + 1)
+
+    def week(self, day: int) -> int:
+        """The first local day of the week holding `day` (weeks start on the project's day)."""
+        monday_index = (day + 3) % 7  # 1970-01-01 was a Thursday
+        back = monday_index if self.week_start_day == 1 else (monday_index + 1) % 7
+        return day - back
+
+    @staticmethod
+    def date(day: int) -> str:
+        return (_EPOCH_DATE + dt.timedelta(days=day)).isoformat()
+
+    def timestamp(self, ms: int) -> str:
+        """An instant as PostHog returns it for this project: local time with the offset."""
+        if self.timezone == "UTC":
+            return iso_ms(ms)
+        moment = dt.datetime.fromtimestamp(ms // 1000, dt.timezone.utc).replace(microsecond=(ms % 1000) * 1000)
+        return moment.astimezone(self.zone).isoformat(timespec="microseconds")
 
 
-def _before_r(ds: Dataset) -> list[EventRow]:
-    return [e for e in ds.events if e.ts < ds.reference_ms]
+# --- helpers -----------------------------------------------------------------------------------------
+
+def _between(ds: Dataset, lo: int, hi: int) -> list[EventRow]:
+    """Events with lo <= ts < hi (the events are sorted by time)."""
+    stamps = ds.__dict__.get("_stamps")
+    if stamps is None or len(stamps) != len(ds.events):
+        stamps = [e.ts for e in ds.events]
+        ds.__dict__["_stamps"] = stamps
+    return ds.events[bisect.bisect_left(stamps, lo):bisect.bisect_left(stamps, hi)]
+
+
+def _last_days(ds: Dataset, p: Project, days: int) -> list[EventRow]:
+    return _between(ds, p.window_start(days), p.now)
+
+
+def _before_now(ds: Dataset, p: Project) -> list[EventRow]:
+    return _between(ds, -(2 ** 62), p.now)
 
 
 def _value_key(value: Any) -> tuple[int, str]:
@@ -52,155 +134,279 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den else 0.0
 
 
-# --- the templates -------------------------------------------------------------------------------
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _median(values: list[float]) -> float | None:
+    """The median as ClickHouse's quantile(0.5) gives it for small sets: linear interpolation."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = 0.5 * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+# --- users who stopped --------------------------------------------------------------------------------
+
+def _churn(ds: Dataset, p: Project, inactive_days: int, lookback_days: int,
+           min_active_days: int) -> tuple[list[tuple[str, int, int]], int, dict[str, int], dict[str, int]]:
+    if lookback_days <= inactive_days:
+        raise ValueError("lookback_days must be greater than inactive_days")
+    lookback, quiet_from = p.window_start(lookback_days), p.window_start(inactive_days)
+    first_seen: dict[str, int] = {}
+    last_seen: dict[str, int] = {}
+    events: Counter[str] = Counter()
+    days: dict[str, set[int]] = defaultdict(set)
+    recent: set[str] = set()
+    for e in _before_now(ds, p):
+        first_seen.setdefault(e.distinct_id, e.ts)
+        last_seen[e.distinct_id] = e.ts
+        if e.ts >= quiet_from:
+            recent.add(e.distinct_id)
+        elif e.ts >= lookback:
+            events[e.distinct_id] += 1
+            days[e.distinct_id].add(p.day(e.ts))
+    quiet = [d for d in events if d not in recent]
+    lapsed = sorted(((d, len(days[d]), events[d]) for d in quiet if len(days[d]) >= min_active_days),
+                    key=lambda x: (-x[1], -x[2], x[0]))
+    bounced = sum(1 for d in quiet if len(days[d]) < min_active_days and first_seen[d] >= lookback)
+    return lapsed, bounced, first_seen, last_seen
+
 
 def identify_churn_risk(ds: Dataset, inactive_days: int = 14, lookback_days: int = 60,
-                        min_events: int = 5, limit: int = 50) -> dict[str, Any]:
-    r = ds.reference_ms
-    early_start, recent_start = r - lookback_days * DAY_MS, r - inactive_days * DAY_MS
-    early: Counter[str] = Counter()
-    recent: set[str] = set()
-    last_seen: dict[str, int] = {}
-    for e in _before_r(ds):
-        if recent_start <= e.ts:
-            recent.add(e.distinct_id)
-        elif early_start <= e.ts:
-            early[e.distinct_id] += 1
-        if e.ts > last_seen.get(e.distinct_id, -1):
-            last_seen[e.distinct_id] = e.ts
-    at_risk = sorted(((d, n) for d, n in early.items() if n >= min_events and d not in recent),
-                     key=lambda x: (-x[1], x[0]))
+                        min_active_days: int = 3, limit: int = 50, *,
+                        project: Project | None = None) -> dict[str, Any]:
+    p = project or Project(ds)
+    lapsed, bounced, first_seen, last_seen = _churn(ds, p, inactive_days, lookback_days, min_active_days)
     return {
-        "at_risk_count": len(at_risk),
-        "users": [{"distinct_id": d, "events": n, "last_seen": iso_ms(last_seen[d])}
-                  for d, n in at_risk[:limit]],
+        "at_risk_count": len(lapsed),
+        "bounced_count": bounced,
+        "users": [{"distinct_id": d, "active_days": n_days, "events": n_events,
+                   "first_seen": p.timestamp(first_seen[d]), "last_seen": p.timestamp(last_seen[d])}
+                  for d, n_days, n_events in lapsed[:limit]],
+        **p.labels,
     }
 
 
-def find_power_users(ds: Dataset, days: int = 30, min_events: int = 20,
-                     limit: int = 20) -> dict[str, Any]:
+def create_churn_cohort(ds: Dataset, cohort_name: str = "Churn risk", inactive_days: int = 14,
+                        lookback_days: int = 60, min_active_days: int = 3, *,
+                        project: Project | None = None) -> dict[str, Any]:
+    p = project or Project(ds)
+    lapsed, bounced, _, _ = _churn(ds, p, inactive_days, lookback_days, min_active_days)
+    ids = sorted(d for d, _, _ in lapsed)
+    # cohort_id is assigned by the server: on a fresh server it is 1 + the existing cohorts.
+    return {"cohort_id": None, "name": cohort_name, "count": len(ids), "bounced_count": bounced,
+            "persons_added": len(ids), "unresolved": 0, "distinct_ids_sample": ids[:20], **p.labels}
+
+
+def find_power_users(ds: Dataset, days: int = 30, min_events: int = 20, limit: int = 20, *,
+                     project: Project | None = None) -> dict[str, Any]:
+    p = project or Project(ds)
     counts: Counter[str] = Counter()
-    dates: dict[str, set[str]] = defaultdict(set)
-    for e in _window(ds, days):
+    dates: dict[str, set[int]] = defaultdict(set)
+    for e in _last_days(ds, p, days):
         counts[e.distinct_id] += 1
-        dates[e.distinct_id].add(date_of_ms(e.ts))
-    power = sorted(((d, n) for d, n in counts.items() if n >= min_events),
-                   key=lambda x: (-x[1], x[0]))
+        dates[e.distinct_id].add(p.day(e.ts))
+    power = sorted(((d, n) for d, n in counts.items() if n >= min_events), key=lambda x: (-x[1], x[0]))
     return {
         "power_user_count": len(power),
-        "users": [{"distinct_id": d, "events": n, "active_days": len(dates[d])}
-                  for d, n in power[:limit]],
+        "users": [{"distinct_id": d, "events": n, "active_days": len(dates[d])} for d, n in power[:limit]],
+        **p.labels,
     }
 
 
-def engagement_trend(ds: Dataset, days: int = 28, interval: str = "day") -> dict[str, Any]:
+# --- engagement ------------------------------------------------------------------------------------------
+
+def engagement_trend(ds: Dataset, days: int = 28, interval: str = "day", *,
+                     project: Project | None = None) -> dict[str, Any]:
     if interval not in ("day", "week"):
         raise ValueError("interval must be 'day' or 'week'")
-    r = ds.reference_ms
-    users_by_bucket: dict[str, set[str]] = defaultdict(set)
-    events_by_bucket: Counter[str] = Counter()
-    users_by_day: dict[str, set[str]] = defaultdict(set)
-    for e in _window(ds, days):
-        day = date_of_ms(e.ts)
-        bucket = day if interval == "day" else date_of_ms(monday_of_ms(e.ts))
-        users_by_bucket[bucket].add(e.distinct_id)
-        events_by_bucket[bucket] += 1
-        users_by_day[day].add(e.distinct_id)
-    series = [{"date": b, "active_users": len(users_by_bucket[b]), "events": events_by_bucket[b]}
-              for b in sorted(users_by_bucket)]
-    dau = sum(len(u) for u in users_by_day.values()) / days if days else 0.0
-    wau = len({e.distinct_id for e in ds.events if r - 7 * DAY_MS <= e.ts < r})
-    mau = len({e.distinct_id for e in ds.events if r - 30 * DAY_MS <= e.ts < r})
-    return {"interval": interval, "series": series, "dau": dau, "wau": wau, "mau": mau,
-            "stickiness": _ratio(dau, mau)}
+    p = project or Project(ds)
+    window = list(range(p.today - days + 1, p.today + 1))
+    users_on: dict[int, set[str]] = defaultdict(set)
+    events_on: Counter[int] = Counter()
+    # the window and the 29 days before it: each day's MAU looks 30 days back
+    for e in _between(ds, p.day_start(window[0] - 29), p.now):
+        day = p.day(e.ts)
+        users_on[day].add(e.distinct_id)
+        events_on[day] += 1
+    if interval == "day":
+        series = [{"date": p.date(d), "active_users": len(users_on[d]), "events": events_on[d]} for d in window]
+    else:
+        weeks: dict[int, list[int]] = defaultdict(list)
+        for d in window:
+            weeks[p.week(d)].append(d)
+        series = [{"date": p.date(w), "active_users": len(set().union(*(users_on[d] for d in ds_))),
+                   "events": sum(events_on[d] for d in ds_)} for w, ds_ in sorted(weeks.items())]
+
+    def active(day: int, span: int) -> int:
+        return len(set().union(*(users_on[d] for d in range(day - span + 1, day + 1))))
+
+    dau = [len(users_on[d]) for d in window]
+    wau = [active(d, 7) for d in window]
+    mau = [active(d, 30) for d in window]
+    per_user: Counter[str] = Counter()
+    for d in window:
+        for user in users_on[d]:
+            per_user[user] += 1
+    exactly = Counter(per_user.values())
+    return {
+        "interval": interval,
+        "series": series,
+        "dau": _mean(dau),
+        "wau": _mean(wau),
+        "mau": _mean(mau),
+        "dau_mau": _mean([_ratio(a, m) for a, m in zip(dau, mau)]),
+        "stickiness": [{"days_active": k, "users": exactly.get(k, 0)} for k in range(1, days + 1)],
+        **p.labels,
+    }
 
 
 def retention_cohorts(ds: Dataset, start_event: str = "signed_up", return_event: str = "$pageview",
-                      weeks: int = 6) -> dict[str, Any]:
-    r = ds.reference_ms
+                      weeks: int = 6, recurring: bool = False, *,
+                      project: Project | None = None) -> dict[str, Any]:
+    p = project or Project(ds)
+    current = p.week(p.today)
+    first_week = current - 7 * (weeks - 1)
+    range_start = p.day_start(first_week)
+    cohorts_of: dict[str, set[int]] = defaultdict(set)
+    returns_of: dict[str, set[int]] = defaultdict(set)
     first_start: dict[str, int] = {}
-    return_weeks: dict[str, set[int]] = defaultdict(set)
-    for e in _before_r(ds):
-        if e.event == start_event and e.distinct_id not in first_start:
-            first_start[e.distinct_id] = e.ts  # events are time-ordered
-        if e.event == return_event:
-            return_weeks[e.distinct_id].add(monday_of_ms(e.ts))
-    cutoff = monday_of_ms(r - 7 * weeks * DAY_MS)
-    cohorts: dict[int, list[str]] = defaultdict(list)
-    for user, ts in first_start.items():
-        week = monday_of_ms(ts)
-        if week >= cutoff:
-            cohorts[week].append(user)
+    for e in _before_now(ds, p):
+        if e.event == start_event:
+            if recurring:
+                if e.ts >= range_start:
+                    cohorts_of[e.distinct_id].add(p.week(p.day(e.ts)))
+            else:
+                first_start.setdefault(e.distinct_id, e.ts)
+        if e.event == return_event and e.ts >= range_start:
+            returns_of[e.distinct_id].add(p.week(p.day(e.ts)))
+    if not recurring:
+        for user, ts in first_start.items():
+            week = p.week(p.day(ts))
+            if week >= first_week:
+                cohorts_of[user].add(week)
+    members: dict[int, list[str]] = defaultdict(list)
+    for user, own in cohorts_of.items():
+        for week in own:
+            members[week].append(user)
     out = []
-    for week in sorted(cohorts):
-        members = cohorts[week]
-        retained = []
-        for k in range(weeks):
-            target = week + 7 * k * DAY_MS
-            if target >= r:
-                break
-            retained.append(sum(1 for u in members if target in return_weeks[u]))
-        out.append({"cohort_week": date_of_ms(week), "size": len(members), "retained": retained})
-    return {"cohorts": out}
+    for week in range(first_week, current + 1, 7):
+        group = members[week]
+        periods = (current - week) // 7 + 1
+        retained = [len(group)] + [sum(1 for u in group if week + 7 * k in returns_of[u]) for k in range(1, periods)]
+        out.append({"cohort_week": p.date(week), "size": len(group), "retained": retained})
+    return {"cohorts": out, **p.labels}
+
+
+# --- funnels -------------------------------------------------------------------------------------------
+
+def _funnel_path(events: list[tuple[int, str, list[int]]], n: int, window_us: int) -> tuple[int, list[int]]:
+    """One person's ordered funnel as SEMANTICS.md describes PostHog's (funnel-udf/src/steps.rs):
+    events are (microseconds, uuid, the steps the event matches, ascending). Returns the furthest step
+    (0: none) and the step times of the path recorded for it."""
+    entered: list[tuple[int, tuple[int, ...], tuple[str, ...]] | None] = [None] * (n + 1)
+    best: tuple[int, tuple[int, ...]] = (0, ())
+
+    def take(t: int, uuid: str, steps: list[int], shared: bool) -> None:
+        nonlocal best
+        for step in reversed(steps):
+            previous = entered[step - 1]
+            if previous is None or t - previous[0] > window_us:
+                continue
+            current = entered[step]
+            if current is not None and current[0] == previous[0]:
+                continue  # this path already reached the step
+            if shared and uuid in previous[2]:
+                continue  # one event is one step of a path
+            path = (previous[0], previous[1] + (t,), previous[2] + (uuid,))
+            entered[step] = path
+            if step > best[0]:
+                best = (step, path[1])
+
+    for t, group in groupby(events, key=lambda x: x[0]):
+        same_time = list(group)
+        entered[0] = (t, (), ())
+        if len(same_time) == 1 or all(e[2] == same_time[0][2] for e in same_time):
+            for _, uuid, steps in same_time:
+                take(t, uuid, steps, False)
+        else:  # different events at one instant: each step on its own, lowest step first
+            split = sorted(((s, uuid) for _, uuid, steps in same_time for s in steps), key=lambda x: x[0])
+            for s, uuid in split:
+                take(t, uuid, [s], True)
+        if entered[n] is not None:
+            break
+    return best[0], list(best[1])
 
 
 def conversion_funnel(ds: Dataset, steps: list[str] | None = None, window_days: int = 14,
-                      days: int = 60) -> dict[str, Any]:
+                      days: int = 60, *, project: Project | None = None) -> dict[str, Any]:
     steps = list(steps or DEFAULT_FUNNEL)
-    r = ds.reference_ms
-    start = r - days * DAY_MS
+    p = project or Project(ds)
     wanted = set(steps)
-    times: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for e in _before_r(ds):
+    per_user: dict[str, list[tuple[int, str, list[int]]]] = defaultdict(list)
+    for e in _last_days(ds, p, days):
         if e.event in wanted:
-            times[e.distinct_id][e.event].append(e.ts)
+            matched = [k + 1 for k, name in enumerate(steps) if name == e.event]
+            per_user[e.distinct_id].append((e.ts * 1000, e.uuid, matched))
     reached = [0] * len(steps)
-    for per_event in times.values():
-        firsts = [t for t in per_event.get(steps[0], []) if start <= t < r]
-        if not firsts:
-            continue
-        t0 = firsts[0]
-        deadline = t0 + window_days * DAY_MS
-        reached[0] += 1
-        previous = t0
-        for k in range(1, len(steps)):
-            match = next((t for t in per_event.get(steps[k], []) if previous <= t <= deadline), None)
-            if match is None:
-                break
+    times: list[list[float]] = [[] for _ in steps]
+    for events in per_user.values():
+        furthest, path = _funnel_path(events, len(steps), window_days * 86_400 * 1_000_000)
+        for k in range(furthest):
             reached[k] += 1
-            previous = match
+        for k in range(1, len(path)):
+            seconds = (path[k] - path[k - 1]) / 1e6
+            if seconds > 0:  # PostHog leaves zero-second conversions out of the averages
+                times[k].append(seconds)
     out = []
     for k, name in enumerate(steps):
         first = 1.0 if reached[0] else 0.0
         out.append({"event": name, "users": reached[k],
                     "conversion_from_start": _ratio(reached[k], reached[0]) if k else first,
-                    "conversion_from_previous": _ratio(reached[k], reached[k - 1]) if k else first})
-    return {"steps": out}
+                    "conversion_from_previous": _ratio(reached[k], reached[k - 1]) if k else first,
+                    "average_conversion_time_seconds": (sum(times[k]) / len(times[k])) if k and times[k] else None,
+                    "median_conversion_time_seconds": _median(times[k]) if k else None})
+    return {"steps": out, **p.labels}
 
 
 def new_user_activation(ds: Dataset, signup_event: str = "signed_up",
                         activation_event: str = "first_report_created", within_days: int = 7,
-                        days: int = 30) -> dict[str, Any]:
-    r = ds.reference_ms
+                        days: int = 30, *, project: Project | None = None) -> dict[str, Any]:
+    p = project or Project(ds)
     first_signup: dict[str, int] = {}
     activations: dict[str, list[int]] = defaultdict(list)
-    for e in _before_r(ds):
-        if e.event == signup_event and e.distinct_id not in first_signup:
-            first_signup[e.distinct_id] = e.ts
+    for e in _before_now(ds, p):
+        if e.event == signup_event:
+            first_signup.setdefault(e.distinct_id, e.ts)
         if e.event == activation_event:
             activations[e.distinct_id].append(e.ts)
-    new = {u: t for u, t in first_signup.items() if r - days * DAY_MS <= t < r}
-    activated = sum(1 for u, t in new.items()
-                    if any(t <= a <= t + within_days * DAY_MS for a in activations[u]))
-    return {"new_users": len(new), "activated": activated,
-            "activation_rate": _ratio(activated, len(new))}
+    start = p.window_start(days)
+    span = within_days * DAY_MS
+    new = {u: t for u, t in first_signup.items() if t >= start}
+    matured = {u: t for u, t in new.items() if t + span <= p.now}
+    immature = {u: t for u, t in new.items() if u not in matured}
+
+    def activated(group: dict[str, int]) -> int:
+        return sum(1 for u, t in group.items() if any(t <= a <= t + span for a in activations[u]))
+
+    done = activated(matured)
+    return {"new_users": len(new), "matured_users": len(matured), "activated": done,
+            "activation_rate": _ratio(done, len(matured)), "immature_users": len(immature),
+            "immature_activated": activated(immature), **p.labels}
 
 
-def _breakdown(ds: Dataset, event: str, prop: str, days: int) -> tuple[Counter[Any], dict[Any, set[str]], int]:
+# --- breakdowns ----------------------------------------------------------------------------------------
+
+def _breakdown(ds: Dataset, p: Project, event: str, prop: str,
+               days: int) -> tuple[Counter[Any], dict[Any, set[str]], int]:
     counts: Counter[Any] = Counter()
     users: dict[Any, set[str]] = defaultdict(set)
     total = 0
-    for e in _window(ds, days):
+    for e in _last_days(ds, p, days):
         if e.event != event:
             continue
         value = _prop_value(ds.props(e), prop)
@@ -211,101 +417,250 @@ def _breakdown(ds: Dataset, event: str, prop: str, days: int) -> tuple[Counter[A
 
 
 def feature_impact(ds: Dataset, event: str = "report_exported", property: str = "plan",
-                   days: int = 30) -> dict[str, Any]:
-    counts, users, total = _breakdown(ds, event, property, days)
+                   days: int = 30, *, project: Project | None = None) -> dict[str, Any]:
+    p = project or Project(ds)
+    counts, users, total = _breakdown(ds, p, event, property, days)
     rows = sorted(counts.items(), key=lambda kv: (-kv[1], _value_key(kv[0])))
     return {"total_events": total, "breakdown": [
-        {"value": v, "users": len(users[v]), "events": n,
-         "events_per_user": _ratio(n, len(users[v])), "events_per_day": _ratio(n, days)}
-        for v, n in rows]}
+        {"value": v, "users": len(users[v]), "events": n, "events_per_user": _ratio(n, len(users[v])),
+         "events_per_day": _ratio(n, days)} for v, n in rows], **p.labels}
 
 
-def analyze_experiment(ds: Dataset, flag_key: str = "new-onboarding",
-                       conversion_event: str = "subscription_started", days: int = 60) -> dict[str, Any]:
-    r = ds.reference_ms
-    start = r - days * DAY_MS
-    first: dict[str, tuple[int, str]] = {}
-    conversions: dict[str, list[int]] = defaultdict(list)
-    for e in _before_r(ds):
-        if e.event == conversion_event:
-            conversions[e.distinct_id].append(e.ts)
-        if e.event == "$feature_flag_called" and e.ts >= start and e.distinct_id not in first:
-            props = ds.props(e)
-            if props.get("$feature_flag") == flag_key:
-                first[e.distinct_id] = (e.ts, str(_prop_value(props, "$feature_flag_response")))
-    stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for user, (ts, variant) in first.items():
-        stats[variant][0] += 1
-        if any(c > ts for c in conversions[user]):
-            stats[variant][1] += 1
-    variants = [{"variant": v, "users": n, "conversions": c, "rate": _ratio(c, n)}
-                for v, (n, c) in sorted(stats.items())]
-    answer: dict[str, Any] = {"flag_key": flag_key, "variants": variants, "lift": None,
-                              "z": None, "p_value": None, "significant": False}
-    control = stats.get("control")
-    others = [v for v in sorted(stats) if v != "control"]
-    treatment = "test" if "test" in stats else (others[0] if others else None)
-    if control is None or treatment is None:
-        return answer
-    n0, c0 = control
-    n1, c1 = stats[treatment]
-    p0, p1 = _ratio(c0, n0), _ratio(c1, n1)
-    answer["lift"] = (p1 - p0) / p0 if p0 else None
-    pooled = _ratio(c0 + c1, n0 + n1)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n0 + 1 / n1)) if n0 and n1 else 0.0
-    z = (p1 - p0) / se if se else 0.0
-    p_value = math.erfc(abs(z) / math.sqrt(2)) if se else 1.0
-    answer.update({"z": z, "p_value": p_value, "significant": p_value < 0.05})
-    return answer
-
-
-def top_events(ds: Dataset, days: int = 7, limit: int = 10) -> dict[str, Any]:
+def top_events(ds: Dataset, days: int = 7, limit: int = 10, *, project: Project | None = None) -> dict[str, Any]:
+    p = project or Project(ds)
     counts: Counter[str] = Counter()
     users: dict[str, set[str]] = defaultdict(set)
-    window = _window(ds, days)
+    window = _last_days(ds, p, days)
     for e in window:
         counts[e.event] += 1
         users[e.event].add(e.distinct_id)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return {"total_events": len(window), "events": [
-        {"event": name, "events": n, "users": len(users[name])} for name, n in ranked[:limit]]}
+        {"event": name, "events": n, "users": len(users[name])} for name, n in ranked[:limit]], **p.labels}
 
 
 def property_breakdown(ds: Dataset, event: str = "$pageview", property: str = "$browser",
-                       days: int = 30, limit: int = 10) -> dict[str, Any]:
-    counts, users, total = _breakdown(ds, event, property, days)
+                       days: int = 30, limit: int = 10, *, project: Project | None = None) -> dict[str, Any]:
+    p = project or Project(ds)
+    counts, users, total = _breakdown(ds, p, event, property, days)
     rows = sorted(counts.items(), key=lambda kv: (-kv[1], _value_key(kv[0])))
     return {"total_events": total, "breakdown": [
         {"value": v, "events": n, "users": len(users[v]), "share": _ratio(n, total)}
-        for v, n in rows[:limit]]}
+        for v, n in rows[:limit]], **p.labels}
 
 
-def user_activity_timeline(ds: Dataset, distinct_id: str, days: int = 30,
-                           limit: int = 100) -> dict[str, Any]:
-    mine = [e for e in _window(ds, days) if e.distinct_id == distinct_id]
+def user_activity_timeline(ds: Dataset, distinct_id: str, days: int = 30, limit: int = 100, *,
+                           project: Project | None = None) -> dict[str, Any]:
+    p = project or Project(ds)
+    mine = [e for e in _last_days(ds, p, days) if e.distinct_id == distinct_id]
     mine.sort(key=lambda e: (-e.ts, e.event))
     by_event = Counter(e.event for e in mine)
     return {"distinct_id": distinct_id, "total_events": len(mine),
             "by_event": dict(sorted(by_event.items(), key=lambda kv: (-kv[1], kv[0]))),
-            "events": [{"event": e.event, "timestamp": iso_ms(e.ts)} for e in mine[:limit]]}
+            "events": [{"event": e.event, "timestamp": p.timestamp(e.ts)} for e in mine[:limit]], **p.labels}
 
 
-def create_churn_cohort(ds: Dataset, cohort_name: str = "Churn risk", inactive_days: int = 14,
-                        lookback_days: int = 60, min_events: int = 5) -> dict[str, Any]:
-    churn = identify_churn_risk(ds, inactive_days, lookback_days, min_events, limit=0)
-    # cohort_id is assigned by the server: on a fresh server it is 1 + the existing cohorts.
-    return {"cohort_id": None, "name": cohort_name, "count": churn["at_risk_count"]}
+# --- experiments -----------------------------------------------------------------------------------------
+
+def _experiment_for(ds: Dataset, flag_key: str) -> dict[str, Any] | None:
+    mine = [x for x in ds.experiments if x.get("feature_flag_key") == flag_key and not x.get("archived")]
+    return max(mine, key=lambda x: int(x["id"])) if mine else None
 
 
-def feature_flag_report(ds: Dataset, flag_key: str | None = None,
-                        distinct_ids: list[str] | None = None) -> dict[str, Any]:
-    flags = sorted((f for f in ds.flags if not f.get("deleted")
-                    and (flag_key is None or f["key"] == flag_key)), key=lambda f: f["key"])
-    props_of = {p["distinct_id"]: p["properties"] for p in ds.persons}
-    report = [{"key": f["key"], "active": bool(f.get("active")),
-               "rollout_percentage": rollout_percentage(f),
-               "variants": [{"key": v["key"], "rollout_percentage": v.get("rollout_percentage")}
-                            for v in variants_of(f)] or None} for f in flags]
+def _variant_keys(ds: Dataset, flag_key: str, experiment: dict[str, Any] | None) -> list[str]:
+    if experiment and (experiment.get("parameters") or {}).get("feature_flag_variants"):
+        return [str(v["key"]) for v in experiment["parameters"]["feature_flag_variants"]]
+    flag = next((f for f in ds.flags if f["key"] == flag_key and not f.get("deleted")), None)
+    return [str(v["key"]) for v in variants_of(flag)] if flag else []
+
+
+def _statistics(control: tuple[int, int], treatment: tuple[int, int]) -> dict[str, Any]:
+    """PostHog's current engine on (users, conversions) pairs (products/experiments/stats), computed
+    with mpmath: the relative lift, its delta-method variance, Welch's t-test and the Gaussian
+    posterior of a non-informative prior."""
+    import mpmath
+
+    mpmath.mp.dps = 40
+    (n_c, x_c), (n_t, x_t) = control, treatment
+    p_c, p_t = mpmath.mpf(x_c) / n_c, mpmath.mpf(x_t) / n_t
+    var_c, var_t = p_c * (1 - p_c), p_t * (1 - p_t)
+    lift = (p_t - p_c) / p_c
+    variance = var_t / (n_t * p_c ** 2) + p_t ** 2 * var_c / (n_c * p_c ** 4)
+    se = mpmath.sqrt(variance)
+    a, b = var_t / n_t, var_c / n_c
+    df = (a + b) ** 2 / (a ** 2 / (n_t - 1) + b ** 2 / (n_c - 1))
+    t_stat = lift / se
+
+    def t_cdf(x: Any) -> Any:  # Student's t through the regularized incomplete beta function
+        tail = mpmath.betainc(df / 2, mpmath.mpf(1) / 2, 0, df / (df + x ** 2), regularized=True) / 2
+        return 1 - tail if x >= 0 else tail
+
+    p_value = 2 * (1 - t_cdf(abs(t_stat)))
+    t_crit = mpmath.findroot(lambda x: t_cdf(x) - mpmath.mpf("0.975"), 2)
+    z_crit = mpmath.sqrt(2) * mpmath.erfinv(mpmath.mpf("0.95"))
+    chance = mpmath.ncdf(lift / se)
+    return {
+        "lift": float(lift), "se": float(se),
+        "frequentist": {"method": "Welch's t-test on the relative difference (two-sided, alpha 0.05)",
+                        "lift": float(lift), "p_value": float(p_value),
+                        "confidence_interval": [float(lift - t_crit * se), float(lift + t_crit * se)],
+                        "significant": bool(p_value < mpmath.mpf("0.05"))},
+        "bayesian": {"method": "Gaussian posterior of the relative difference, non-informative prior",
+                     "chance_to_win": float(chance),
+                     "credible_interval": [float(lift - z_crit * se), float(lift + z_crit * se)],
+                     "significant": bool(chance > mpmath.mpf("0.95") or chance < mpmath.mpf("0.05"))},
+    }
+
+
+def _probability_best(effects: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """P(each arm is best) with control's relative effect 0 and each variant's ~ N(lift, se²), the
+    variants independent: control wins when every effect is below 0; a variant when its effect is
+    above 0 and above every other. Numerical integration (mpmath.quad), deterministic."""
+    import mpmath
+
+    mpmath.mp.dps = 30
+    out: dict[str, float] = {"control": float(mpmath.fprod(mpmath.ncdf(0, m, s) for m, s in effects.values()))}
+    for key, (m, s) in effects.items():
+        others = [v for k, v in effects.items() if k != key]
+
+        def density(x: Any, m: float = m, s: float = s, others: list[tuple[float, float]] = others) -> Any:
+            return mpmath.npdf(x, m, s) * mpmath.fprod(mpmath.ncdf(x, mo, so) for mo, so in others)
+
+        high = max(m, 0) + 12 * s
+        out[key] = float(mpmath.quad(density, [0, m, high] if 0 < m < high else [0, high]))
+    return out
+
+
+def analyze_experiment(ds: Dataset, flag_key: str = "new-onboarding",
+                       conversion_event: str = "subscription_started", start_date: str | None = None,
+                       conversion_window_days: int | None = None, *,
+                       project: Project | None = None) -> dict[str, Any]:
+    p = project or Project(ds)
+    experiment = _experiment_for(ds, flag_key)
+    start_text = start_date or (experiment or {}).get("start_date")
+    if not start_text:
+        raise ValueError(f"no experiment uses the flag {flag_key!r}: pass start_date")
+    start = to_ms(parse_iso(start_text))
+    end_text = (experiment or {}).get("end_date")
+    end = to_ms(parse_iso(end_text)) if end_text else None
+    variants = _variant_keys(ds, flag_key, experiment)
+    window = (conversion_window_days or NO_WINDOW_DAYS) * DAY_MS
+
+    def in_range(ts: int) -> bool:
+        return ts >= start and (ts <= end if end is not None else ts < p.now)
+
+    exposures: dict[str, list[int]] = defaultdict(list)
+    responses: dict[str, set[str]] = defaultdict(set)
+    conversions: dict[str, list[int]] = defaultdict(list)
+    non_variant = 0
+    for e in _before_now(ds, p):
+        if not in_range(e.ts):
+            continue
+        if e.event == conversion_event:
+            conversions[e.distinct_id].append(e.ts)
+        if e.event == "$feature_flag_called":
+            props = ds.props(e)
+            if props.get("$feature_flag") != flag_key:
+                continue
+            response = _prop_value(props, "$feature_flag_response")
+            if response in variants:
+                exposures[e.distinct_id].append(e.ts)
+                responses[e.distinct_id].add(response)
+            else:
+                non_variant += 1
+    users: Counter[str] = Counter()
+    converted: Counter[str] = Counter()
+    multiple = 0
+    for user, seen in responses.items():
+        if len(seen) > 1:
+            multiple += 1
+            continue
+        variant = next(iter(seen))
+        users[variant] += 1
+        if any(x <= c <= x + window for c in conversions[user] for x in exposures[user]):
+            converted[variant] += 1
+
+    def failures(key: str) -> list[str]:
+        out = []
+        if users[key] < MIN_EXPOSURES:
+            out.append("not-enough-exposures")
+        if converted[key] < MIN_CONVERSIONS:
+            out.append("not-enough-metric-data")
+        if key == "control" and converted[key] == 0:
+            out.append("baseline-mean-is-zero")
+        return out
+
+    ordered = (["control"] if "control" in variants else []) + [v for v in variants if v != "control"]
+    rows = [{"variant": v, "users": users[v], "conversions": converted[v], "rate": _ratio(converted[v], users[v]),
+             "validation_failures": failures(v)} for v in ordered]
+    control_ok = "control" in variants and not failures("control")
+    comparisons = []
+    effects: dict[str, tuple[float, float]] = {}
+    for v in ordered:
+        if v == "control":
+            continue
+        entry: dict[str, Any] = {"variant": v, "baseline": "control", "frequentist": None, "bayesian": None}
+        if control_ok and not failures(v):
+            stats = _statistics((users["control"], converted["control"]), (users[v], converted[v]))
+            entry["frequentist"], entry["bayesian"] = stats["frequentist"], stats["bayesian"]
+            effects[v] = (stats["lift"], stats["se"])
+        comparisons.append(entry)
+    return {
+        "flag_key": flag_key,
+        "experiment_id": int(experiment["id"]) if experiment else None,
+        "start": iso_ms(start),
+        "end": iso_ms(end) if end is not None else None,
+        "conversion_event": conversion_event,
+        "conversion_window_days": conversion_window_days,
+        "variants": rows,
+        "excluded_multiple_variant_users": multiple,
+        "non_variant_exposures": non_variant,
+        "comparisons": comparisons,
+        "probability_best": _probability_best(effects) if effects else None,
+        **p.labels,
+    }
+
+
+# --- flags ----------------------------------------------------------------------------------------------
+
+def feature_flag_report(ds: Dataset, flag_key: str | None = None, distinct_ids: list[str] | None = None,
+                        days: int = 30, *, project: Project | None = None) -> dict[str, Any]:
+    p = project or Project(ds)
+    flags = sorted((f for f in ds.flags if not f.get("deleted") and (flag_key is None or f["key"] == flag_key)),
+                   key=lambda f: f["key"])
+    props_of = {person["distinct_id"]: person["properties"] for person in ds.persons}
+    covered = sorted({e.distinct_id for e in _last_days(ds, p, days)})
+    report = []
+    for f in flags:
+        groups = (f.get("filters") or {}).get("groups") or []
+        variant_keys = [str(v["key"]) for v in variants_of(f)]
+        # PostHog evaluates the groups with a variant override first, then the rest, each in order
+        order = [i for i, g in enumerate(groups) if g.get("variant")] + \
+                [i for i, g in enumerate(groups) if not g.get("variant")]
+        enabled = 0
+        per_variant: Counter[str] = Counter()
+        per_group: Counter[int] = Counter()
+        for did in covered:
+            result = evaluate(f, did, props_of.get(did, {}))
+            if result.enabled:
+                enabled += 1
+                if result.variant is not None:
+                    per_variant[result.variant] += 1
+                if result.condition_index is not None:
+                    per_group[result.condition_index] += 1
+        report.append({
+            "key": f["key"], "active": bool(f.get("active")),
+            "groups": [{"properties": g.get("properties") or [],
+                        "rollout_percentage": None if g.get("rollout_percentage") is None
+                        else float(g["rollout_percentage"]),
+                        "variant": g.get("variant")} for g in groups],
+            "evaluation_order": order,
+            "variants": [{"key": v["key"], "rollout_percentage": v.get("rollout_percentage")}
+                         for v in variants_of(f)] or None,
+            "reach": {"persons": len(covered), "enabled": enabled, "share": _ratio(enabled, len(covered)),
+                      "by_variant": {k: per_variant[k] for k in variant_keys} if variant_keys else None,
+                      "by_group": [per_group[i] for i in range(len(groups))]},
+        })
     evaluations: dict[str, dict[str, dict[str, Any]]] = {}
     for did in distinct_ids or []:
         per_flag = {}
@@ -315,8 +670,10 @@ def feature_flag_report(ds: Dataset, flag_key: str | None = None,
             result = evaluate(f, did, props_of.get(did, {}))
             per_flag[f["key"]] = {"enabled": result.enabled, "variant": result.variant}
         evaluations[did] = per_flag
-    return {"flags": report, "evaluations": evaluations}
+    return {"flags": report, "evaluations": evaluations, "reach_days": days, **p.labels}
 
+
+# --- export -------------------------------------------------------------------------------------------
 
 def _parse_bound(value: str | int) -> int:
     if isinstance(value, int):
@@ -325,12 +682,13 @@ def _parse_bound(value: str | int) -> int:
 
 
 def export_events(ds: Dataset, start: str, end: str, event_names: list[str] | None = None,
-                  format: str = "jsonl") -> dict[str, Any]:
+                  format: str = "jsonl", *, project: Project | None = None) -> dict[str, Any]:
+    p = project or Project(ds)
     lo, hi = _parse_bound(start), _parse_bound(end)
     names = set(event_names or [])
-    rows = [e for e in ds.events if lo <= e.ts < hi and (not names or e.event in names)]
+    rows = [e for e in _between(ds, lo, hi) if not names or e.event in names]
     by_event = Counter(e.event for e in rows)
-    return {"rows": len(rows), "by_event": dict(sorted(by_event.items())), "format": format}
+    return {"rows": len(rows), "by_event": dict(sorted(by_event.items())), "format": format, **p.labels}
 
 
 TEMPLATES: dict[str, Callable[..., dict[str, Any]]] = {
@@ -351,10 +709,15 @@ TEMPLATES: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
+def _parameters(template: str) -> list[inspect.Parameter]:
+    """The template's variables: the function's parameters after the dataset, keyword-only excluded."""
+    params = list(inspect.signature(TEMPLATES[template]).parameters.values())[1:]
+    return [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+
+
 def parse_param(name: str, raw: str, template: str) -> Any:
     """Turn a CLI `k=v` value into the parameter's type (JSON first, then by the default)."""
-    func = TEMPLATES[template]
-    param = inspect.signature(func).parameters.get(name)
+    param = next((p for p in _parameters(template) if p.name == name), None)
     if param is None:
         raise KeyError(f"{template} has no parameter {name!r}")
     try:
@@ -372,26 +735,27 @@ def parse_param(name: str, raw: str, template: str) -> Any:
     return value
 
 
-def answer(ds: Dataset, template: str, params: dict[str, Any]) -> dict[str, Any]:
+def answer(ds: Dataset, template: str, params: dict[str, Any], timezone: str = "UTC",
+           week_start_day: int = 1) -> dict[str, Any]:
     if template not in TEMPLATES:
         raise KeyError(f"unknown template {template!r}; known: {', '.join(sorted(TEMPLATES))}")
-    return TEMPLATES[template](ds, **params)
+    return TEMPLATES[template](ds, **params, project=Project(ds, timezone, week_start_day))
 
 
 def default_cases(ds: Dataset) -> dict[str, list[dict[str, Any]]]:
     """The parameter sets stored in truths.json (the first of each list is the defaults)."""
-    r = ds.reference_ms
-    power = find_power_users(ds)["users"]
-    churn = identify_churn_risk(ds)["users"]
-    signups = [e.distinct_id for e in ds.events if e.event == "signed_up"
-               and r - 30 * DAY_MS <= e.ts < r]
-    sample_ids = [u["distinct_id"] for u in power[:1]] + [u["distinct_id"] for u in churn[:1]] \
-        + signups[:1]
-    week_ago = date_of_ms(r - 7 * DAY_MS)
-    end = iso_ms(r)
+    p = Project(ds)
+    power = find_power_users(ds, project=p)["users"]
+    churn = identify_churn_risk(ds, project=p)["users"]
+    signups = [e.distinct_id for e in _last_days(ds, p, 30) if e.event == "signed_up"]
+    sample_ids = [u["distinct_id"] for u in power[:1]] + [u["distinct_id"] for u in churn[:1]] + signups[:1]
+    week_ago = Project.date(p.today - 6)
+    end = iso_ms(p.now)
     cases: dict[str, list[dict[str, Any]]] = {name: [{}] for name in TEMPLATES}
     cases["engagement_trend"] = [{}, {"interval": "week"}]
-    cases["analyze_experiment"] = [{}, {"flag_key": "pricing-page-v2"}]
+    cases["analyze_experiment"] = [{}, {"flag_key": "pricing-page-v2"},
+                                   {"flag_key": "onboarding-tips", "conversion_event": "checklist_completed"}]
+    cases["retention_cohorts"] = [{}, {"recurring": True}]
     cases["user_activity_timeline"] = [{"distinct_id": d} for d in sample_ids]
     cases["create_churn_cohort"] = [{"cohort_name": "Churn risk"}]
     cases["feature_flag_report"] = [{"distinct_ids": sample_ids},
@@ -406,11 +770,12 @@ def default_cases(ds: Dataset) -> dict[str, list[dict[str, Any]]]:
 def full_params(template: str, params: dict[str, Any]) -> dict[str, Any]:
     """The parameters with every default spelled out (what truths.json records)."""
     out: dict[str, Any] = {}
-    for name, param in list(inspect.signature(TEMPLATES[template]).parameters.items())[1:]:
-        if name in params:
-            out[name] = params[name]
+    for param in _parameters(template):
+        if param.name in params:
+            out[param.name] = params[param.name]
         elif param.default is not inspect.Parameter.empty:
-            out[name] = list(DEFAULT_FUNNEL) if name == "steps" and param.default is None else param.default
+            out[param.name] = list(DEFAULT_FUNNEL) if param.name == "steps" and param.default is None \
+                else param.default
     return out
 
 
@@ -420,3 +785,4 @@ def compute_all(ds: Dataset) -> dict[str, Any]:
         templates[name] = [{"params": full_params(name, params), "answer": answer(ds, name, params)}
                            for params in cases]
     return {"reference_time": iso_ms(ds.reference_ms), "templates": templates}
+
