@@ -24,10 +24,15 @@ let package = Package(
             pkgConfig: "libarchive",
             providers: [.apt(["libarchive-dev"])]
         ),
+        .systemLibrary(
+            name: "CSeccomp",
+            pkgConfig: "libseccomp",
+            providers: [.apt(["libseccomp-dev"])]
+        ),
         .target(name: "CSystemShims"),
         .target(
             name: "SandboxRunner",
-            dependencies: ["CCurl", "CArchive", "CSystemShims"]
+            dependencies: ["CCurl", "CArchive", "CSeccomp", "CSystemShims"]
         ),
         .target(
             name: "E2BLocal",

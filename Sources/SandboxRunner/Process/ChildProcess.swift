@@ -5,8 +5,9 @@ import Glibc
 #endif
 
 /// A long-lived helper process (posthog-local, e2b-local in tests): started with clean signal
-/// dispositions and mask, its stdout and stderr drained on a thread (the last 256 KiB kept),
-/// stopped with SIGTERM and then SIGKILL.
+/// dispositions and mask and PR_SET_PDEATHSIG(SIGKILL) (a runner killed with SIGKILL leaves no
+/// helper behind), its stdout and stderr drained on a thread (the last 256 KiB kept), stopped
+/// with SIGTERM and then SIGKILL.
 public final class ChildProcess: @unchecked Sendable {
     public let pid: pid_t
     public let stdout = OutputTail()
@@ -22,7 +23,7 @@ public final class ChildProcess: @unchecked Sendable {
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
-        let rc = sr_spawn(&pid, executable, argv, envp, out[1], err[1], 0, nil)
+        let rc = HelperSpawner.shared.perform { sr_spawn_helper(&pid, executable, argv, envp, out[1], err[1]) }
         close(out[1]); close(err[1])
         guard rc == 0 else {
             close(out[0]); close(err[0])
@@ -87,5 +88,42 @@ public final class OutputTail: @unchecked Sendable {
 
     public func firstLine(containing s: String) -> String? {
         text.split(separator: "\n").first { $0.contains(s) }.map(String.init)
+    }
+}
+
+/// Forks helpers from one thread that lives as long as the process: the parent-death signal
+/// fires when the thread that forked a child ends, and pool threads come and go.
+final class HelperSpawner: @unchecked Sendable {
+    static let shared = HelperSpawner()
+    private let condition = NSCondition()
+    private var jobs: [() -> Void] = []
+
+    private init() {
+        let thread = Thread { [unowned self] in
+            while true {
+                condition.lock()
+                while jobs.isEmpty { condition.wait() }
+                let job = jobs.removeFirst()
+                condition.unlock()
+                job()
+            }
+        }
+        thread.name = "sandbox-runner.spawner"
+        thread.start()
+    }
+
+    /// Runs `body` on the spawner thread and waits for it.
+    func perform<T>(_ body: () -> T) -> T {
+        withoutActuallyEscaping(body) { body in
+            var result: T?
+            let done = DispatchSemaphore(value: 0)
+            nonisolated(unsafe) let unsafeBody = body
+            condition.lock()
+            jobs.append { result = unsafeBody(); done.signal() }
+            condition.signal()
+            condition.unlock()
+            done.wait()
+            return result!
+        }
     }
 }
