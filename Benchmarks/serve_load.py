@@ -14,6 +14,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+TITLE = "serve: 50 concurrent POST /v1/runs vs 50 CLI runs in parallel"
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "Tests" / "SandboxRunnerTests" / "Fixtures" / "templates"
 N = int(os.environ.get("BENCH_RUNS", "50"))
