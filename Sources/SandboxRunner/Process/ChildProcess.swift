@@ -23,7 +23,13 @@ public final class ChildProcess: @unchecked Sendable {
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
-        let rc = HelperSpawner.shared.perform { sr_spawn_helper(&pid, executable, argv, envp, out[1], err[1]) }
+        let (outW, errW) = (out[1], err[1])
+        let rc: Int32
+        (rc, pid) = HelperSpawner.shared.perform { () -> (Int32, pid_t) in
+            var child: pid_t = 0
+            let rc = sr_spawn_helper(&child, executable, argv, envp, outW, errW)
+            return (rc, child)
+        }
         close(out[1]); close(err[1])
         guard rc == 0 else {
             close(out[0]); close(err[0])
@@ -113,17 +119,18 @@ final class HelperSpawner: @unchecked Sendable {
     }
 
     /// Runs `body` on the spawner thread and waits for it.
-    func perform<T>(_ body: () -> T) -> T {
-        withoutActuallyEscaping(body) { body in
-            var result: T?
-            let done = DispatchSemaphore(value: 0)
-            nonisolated(unsafe) let unsafeBody = body
-            condition.lock()
-            jobs.append { result = unsafeBody(); done.signal() }
-            condition.signal()
-            condition.unlock()
-            done.wait()
-            return result!
-        }
+    func perform<T>(_ body: @escaping () -> T) -> T {
+        let box = ResultBox<T>()
+        let done = DispatchSemaphore(value: 0)
+        condition.lock()
+        jobs.append { box.value = body(); done.signal() }
+        condition.signal()
+        condition.unlock()
+        done.wait()
+        return box.value!
     }
+}
+
+private final class ResultBox<T>: @unchecked Sendable {
+    var value: T?
 }

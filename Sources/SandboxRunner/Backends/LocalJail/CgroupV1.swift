@@ -10,10 +10,13 @@ import Glibc
 /// runner kill and count everything the run left.
 ///
 /// The child joins by writing "0" to each cgroup's `tasks` file between fork and exec: that
-/// moves one thread (the child is single-threaded then) and skips the global
-/// cgroup_threadgroup_rwsem write lock (and its RCU grace period, 10–15 ms here) that a write to
-/// `cgroup.procs` takes (kernel/cgroup/cgroup.c, cgroup_procs_write_start: "If we migrate a single
-/// thread, we don't care about threadgroup stability").
+/// moves one thread (the child is single-threaded then) without the global
+/// cgroup_threadgroup_rwsem write lock a write to `cgroup.procs` takes (kernel/cgroup/cgroup.c,
+/// cgroup_procs_write_start: "If we migrate a single thread, we don't care about threadgroup
+/// stability"), which waits for an RCU grace period on a busy host. The 10–15 ms per run that
+/// cgroups used to cost here was mostly the runner polling the cgroup while the jail's processes
+/// were still dying; the runner now waits on a pidfd of the jail's init (the kernel has emptied
+/// the pid namespace when it exits), so the cgroup is empty when it looks.
 final class CgroupV1: @unchecked Sendable {
     static let root = "/sys/fs/cgroup"
     let directories: [String]
