@@ -78,7 +78,7 @@ class Floor:
 
         try:
             subprocess.run(self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
-                           preexec_fn=child, pass_fds=tuple(range(3, 3 + n)), cwd="/")
+                           preexec_fn=child, close_fds=False, cwd="/")  # Python's own descriptors are not inheritable
         finally:
             for fd in fds:
                 os.close(fd)
