@@ -160,6 +160,14 @@ struct HostFileOperationTests {
         LocalJail.handOver(home.appendingPathComponent("a/victim"), to: uid)
         var st = stat()
         #expect(stat(canary.path, &st) == 0 && st.st_uid == 0)
+        // A jail-made look-alike of a workspace, linking to a host directory that has a `home`.
+        let decoy = dir.url.appendingPathComponent("decoy/home")
+        try FileManager.default.createDirectory(at: decoy, withIntermediateDirectories: true)
+        try "root's".write(to: decoy.appendingPathComponent("victim"), atomically: false, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(at: home.appendingPathComponent("sandbox-runner-x"),
+                                                   withDestinationURL: dir.url.appendingPathComponent("decoy"))
+        LocalJail.handOver(home.appendingPathComponent("sandbox-runner-x/home/victim"), to: uid)
+        #expect(stat(decoy.appendingPathComponent("victim").path, &st) == 0 && st.st_uid == 0)
         // A file really inside is handed over.
         try "mine".write(to: home.appendingPathComponent("upload"), atomically: false, encoding: .utf8)
         LocalJail.handOver(home.appendingPathComponent("upload"), to: uid)

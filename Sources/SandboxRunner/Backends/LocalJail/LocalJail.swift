@@ -253,12 +253,8 @@ public struct LocalJail: SandboxBackend {
     /// Gives a file written into a workspace from outside (uploads) to the workspace's jail uid:
     /// fchownat relative to the workspace, never following a link on the way.
     public static func handOver(_ path: URL, to uid: uid_t?) {
-        guard let uid else { return }
-        var dir = path
-        while dir.path != "/" {
-            if let ws = Workspace.owning(home: dir) { _ = ws.chown(path, to: uid); return }
-            dir.deleteLastPathComponent()
-        }
+        guard let uid, let ws = Workspace.outermost(containing: path) else { return }
+        _ = ws.chown(path, to: uid)
     }
 
     /// Removes a workspace made by `makeWorkspace` with descriptor-relative calls only (no link is

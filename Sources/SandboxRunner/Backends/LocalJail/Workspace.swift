@@ -81,14 +81,36 @@ struct Workspace {
         return Workspace(container: container)
     }
 
+    /// The outermost workspace on `path`'s way from the root: a name inside a workspace that
+    /// merely looks like one (`…/home/sandbox-runner-x/home/…`) is the jail's and never trusted.
+    static func outermost(containing path: URL) -> Workspace? {
+        let parts = path.standardizedFileURL.pathComponents
+        guard parts.count > 2 else { return nil }
+        for i in 1..<(parts.count - 1) where parts[i].hasPrefix(prefix) && parts[i + 1] == "home" {
+            return Workspace(container: URL(fileURLWithPath: NSString.path(withComponents: Array(parts[0...i]))))
+        }
+        return nil
+    }
+
+    /// A descriptor of `home`, reached through a container the runner owns (opened without
+    /// following a link, checked to be the runner's and writable by nobody else).
+    func openHome() -> Int32? {
+        let c = open(container.path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard c >= 0 else { return nil }
+        defer { close(c) }
+        var st = stat()
+        guard fstat(c, &st) == 0, st.st_uid == geteuid(), st.st_mode & 0o022 == 0 else { return nil }
+        let h = openat(c, "home", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        return h >= 0 ? h : nil
+    }
+
     /// chown of `path` (inside `home`) without following links on the way.
     func chown(_ path: URL, to uid: uid_t) -> Int32 {
-        let homePath = home.standardizedFileURL.path
-        let target = path.standardizedFileURL.path
-        guard target == homePath || target.hasPrefix(homePath + "/") else { return EINVAL }
-        let root = open(home.path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard root >= 0 else { return errno }
+        let homeParts = home.standardizedFileURL.pathComponents
+        let parts = path.standardizedFileURL.pathComponents
+        guard parts.count >= homeParts.count, Array(parts[0..<homeParts.count]) == homeParts else { return EINVAL }
+        guard let root = openHome() else { return EPERM }
         defer { close(root) }
-        return sr_chown_beneath(root, String(target.dropFirst(homePath.count)), uid, uid)
+        return sr_chown_beneath(root, parts.dropFirst(homeParts.count).joined(separator: "/"), uid, uid)
     }
 }
