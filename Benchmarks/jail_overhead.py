@@ -11,6 +11,7 @@ Times, over >= 20 runs each (median, interleaved so drift hits all alike), a tri
   runner         sandbox-runner exec script.py (validate, bundle, jail, pidfd kill of the jail's
                  init, cgroups where the machine has them, result)
   runner-nocg    the same with SANDBOX_RUNNER_CGROUPS=0 (to price the cgroups)
+  cli-start      sandbox-runner --version (the CLI's own start-up, part of every runner figure)
 and the runner's peak RSS while a script prints 1 GiB.
 Targets: runner - bwrap <= 15 ms median; runner peak RSS <= 64 MiB during the flood.
 Exits 1 when a target is missed.
@@ -129,6 +130,7 @@ def main() -> int:
             "bwrap": floor.run,
             "runner": lambda: timed(runner, cwd=work),
             "runner-nocg": lambda: timed(runner, cwd=work, env=env_nocg),
+            "cli-start": lambda: timed([binary, "--version"], cwd=work),
         }
         cgroups_on = "cgroups: on" in subprocess.run([binary, "doctor"], capture_output=True, text=True).stdout
         for run in cases.values():  # warm caches
@@ -139,7 +141,9 @@ def main() -> int:
                 samples[k].append(run())
         med = {k: statistics.median(v) for k, v in samples.items()}
         overhead = med["runner"] - med["bwrap"]
-        print(f"trivial script, median of {args.runs} runs each (cgroups {'on' if cgroups_on else 'unavailable'}):")
+        load = os.getloadavg()[0]
+        print(f"trivial script, median of {args.runs} runs each (cgroups {'on' if cgroups_on else 'unavailable'}; "
+              f"load average {load:.1f} on {os.cpu_count()} CPUs):")
         for k in cases:
             print(f"  {k:12s} {med[k]:7.1f} ms")
         ok = overhead <= 15
@@ -148,6 +152,8 @@ def main() -> int:
               f"target <= 15 ms: {'PASS' if ok else 'FAIL'}")
         print(f"  seccomp filter (bwrap - bwrap-bare):   {med['bwrap'] - med['bwrap-bare']:+.1f} ms")
         print(f"  cgroups (runner - runner-nocg):        {med['runner'] - med['runner-nocg']:+.1f} ms")
+        print(f"  of the overhead, CLI start-up:         {med['cli-start']:+.1f} ms; the run path itself: "
+              f"{overhead - med['cli-start']:+.1f} ms")
         print(f"  bwrap over plain python:               {med['bwrap'] - med['plain']:+.1f} ms  ({med['bwrap'] / med['plain']:.2f}x)")
 
         rss, secs, result = peak_rss_kib([binary, "exec", flood, "--json", "--timeout", "120"])
