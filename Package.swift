@@ -30,6 +30,11 @@ let package = Package(
             providers: [.apt(["libseccomp-dev"])]
         ),
         .target(name: "CSystemShims"),
+        // e2b-local's launcher and TLS front: the system OpenSSL that libcurl already loads (libssl-dev).
+        .target(
+            name: "CE2BLocal",
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
+        ),
         .target(
             name: "SandboxRunner",
             dependencies: ["CCurl", "CArchive", "CSeccomp", "CSystemShims"]
@@ -38,6 +43,7 @@ let package = Package(
             name: "E2BLocal",
             dependencies: [
                 "SandboxRunner",
+                "CE2BLocal",
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],
             exclude: ["README.md"]

@@ -121,7 +121,9 @@ def main() -> int:
 
     python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
     started = time.monotonic()
-    server = subprocess.Popen([python, str(SERVER), "--port", "0", "--bulk-events", str(args.events)],
+    # --no-limits: this measures the driver's memory, not PostHog's 120 queries/hour (the driver
+    # waits those out; Tests/driver/test_driver_limits.py covers that under a compressed budget)
+    server = subprocess.Popen([python, str(SERVER), "--port", "0", "--bulk-events", str(args.events), "--no-limits"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert server.stdout is not None
@@ -152,7 +154,7 @@ def main() -> int:
         ratio = results["1M"]["maxrss_kib"] / results["100k"]["maxrss_kib"]
         verdict = "met" if ratio <= TARGET_RATIO else "NOT met"
         print(f"peak RSS 1M / 100k: {ratio:.3f}x (target <= {TARGET_RATIO}x: {verdict}); page size {args.page_size:,}")
-        return 0
+        return 0 if ratio <= TARGET_RATIO and all(r["ordered"] for r in results.values()) else 1
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -18,49 +18,176 @@ public struct HTTPAPIConfiguration: Sendable {
     public var maxBodyBytes = 1 << 20
     /// How long a SIGTERM waits for running sandboxes before killing them.
     public var shutdownGrace: Duration = .seconds(20)
+    /// Header, body and idle deadlines of a connection.
+    public var timeouts = ConnectionTimeouts()
+    /// Open connections at most (lowered to what the file-descriptor limit allows).
+    public var maxConnections = 512
+    /// How long finished async runs are kept, and how many and how much of them at most.
+    public var retention: Duration = .seconds(600)
+    public var maxRetainedRuns = 256
+    public var maxRetainedBytes = 64 << 20
+    /// MCP sessions over HTTP at most, and how long an idle one lives.
+    public var maxMCPSessions = 64
+    public var mcpSessionIdle: Duration = .seconds(1800)
+    public var version = "0"
     public init() {}
 }
 
-/// The HTTP API for agents: templates with their JSON Schema, runs, health, OpenAPI.
+/// The HTTP API for agents: templates with their JSON Schema, runs (sync and async, with events),
+/// MCP over Streamable HTTP, health, OpenAPI. Every error is one `Error` document
+/// (`{error, errorKind, status, field?, runId?}`).
 public final class HTTPAPIServer: Sendable {
     let config: HTTPAPIConfiguration
     let tools: TemplateTools
     let gate: RunGate
     let running = RunningRuns()
+    let runs: RunStore
+    let mcp: MCPHTTPSessions
+    let connections: ConnectionGuard
 
     public init(config: HTTPAPIConfiguration, tools: TemplateTools) {
         self.config = config
         self.tools = tools
-        self.gate = RunGate(maxConcurrent: config.maxConcurrent, queueLength: config.queueLength)
+        let gate = RunGate(maxConcurrent: config.maxConcurrent, queueLength: config.queueLength)
+        self.gate = gate
+        self.runs = RunStore(maxActive: config.maxConcurrent + config.queueLength, retention: config.retention,
+                             maxRetained: config.maxRetainedRuns, maxRetainedBytes: config.maxRetainedBytes,
+                             eventBytesLimit: 2 * tools.executor.outputLimit + 64 * 1024)
+        var service = MCPService(tools: tools, version: config.version)
+        service.admit = { await gate.enter() }
+        service.release = { gate.leave() }
+        let loopback = ["127.0.0.1", "::1", "localhost"].contains(config.host)
+        self.mcp = MCPHTTPSessions(service: service, maxSessions: config.maxMCPSessions, idleLimit: config.mcpSessionIdle,
+                                   loopbackOnly: loopback)
+        self.connections = ConnectionGuard(maxConnections: Self.connectionCap(config), timeouts: config.timeouts)
     }
 
-    /// Serves until SIGTERM/SIGINT (or cancellation); then stops accepting, lets running sandboxes
-    /// finish within the grace period, kills the rest.
+    /// The connection cap, lowered so that connections can never exhaust the file descriptors the
+    /// runs themselves need (pipes, the bundle, posthog-local).
+    static func connectionCap(_ config: HTTPAPIConfiguration) -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return config.maxConnections }
+        let reserve = 64 + 16 * config.maxConcurrent
+        let available = Int(min(limit.rlim_cur, 1 << 20)) - reserve
+        return max(8, min(config.maxConnections, available))
+    }
+
+    /// The cap on open connections in force (the flag, lowered to what RLIMIT_NOFILE allows).
+    public var maxConnections: Int { connections.maxConnections }
+
+    /// Serves until SIGTERM/SIGINT (or cancellation). On the signal it stops accepting at once and
+    /// starts no new run (503), lets running sandboxes finish within the grace period, kills the
+    /// rest, ends the MCP sessions and event streams, then returns.
     public func run(onListening: @escaping @Sendable (String) async -> Void) async throws {
         var logger = Logger(label: "sandbox-runner.serve")
         logger.logLevel = .warning
         let host = config.host
         let app = Application(
             responder: APIResponder(server: self),
-            configuration: .init(address: .hostname(host, port: config.port), serverName: nil),
+            server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionDeadlineHandler(guarded: self.connections)])),
+            configuration: .init(address: .hostname(host, port: config.port), serverName: nil, backlog: 256,
+                                 availableConnectionsDelegate: GuardedConnections(guarded: connections)),
             onServerRunning: { channel in await onListening("http://\(host):\(channel.localAddress?.port ?? 0)") },
             logger: logger)
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: app), .init(service: Drainer(running: running, grace: config.shutdownGrace))],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        enum Done { case app, workers, housekeeping, deadline }
+        try await withThrowingTaskGroup(of: Done.self) { tasks in
+            tasks.addTask { try await group.run(); return .app }
+            tasks.addTask { await self.runs.runWorkers { job in await self.execute(job) }; return .workers }
+            tasks.addTask { await self.housekeeping(); return .housekeeping }
+            tasks.addTask {
+                for await _ in signals { break }
+                try Task.checkCancellation()
+                await self.shutdown(group)
+                // What is left (a connection that will not close) gets a few seconds, then is cut.
+                try await Task.sleep(for: .seconds(5))
+                return .deadline
+            }
+            while let done = try await tasks.next() {
+                if done == .app || done == .deadline { break }
+            }
+            tasks.cancelAll()
+        }
         running.killAll()
+        runs.killAll()
+        await mcp.closeAll()
+    }
+
+    /// SIGTERM: refuse new work first, then drain within the grace period, then kill.
+    func shutdown(_ group: ServiceGroup) async {
+        gate.drain()
+        runs.close()
+        await group.triggerGracefulShutdown()
+        let deadline = ContinuousClock.now + config.shutdownGrace
+        while gate.inFlight > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        running.killAll()
+        runs.killAll()
+        await mcp.closeAll()
+    }
+
+    func housekeeping() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+            runs.evict(now: .now)
+            await mcp.expire(now: .now)
+        }
+    }
+
+    /// An async run: waits for a slot, runs with its output streamed to subscribers, keeps the result.
+    func execute(_ job: RunStore.Job) async {
+        let record = job.record
+        let backend = tools.executor.backend.name
+        if let refusal = await gate.enter(bounded: false, killer: record.killer) {
+            runs.finish(record, RunResult.failure(refusal, surface: .http, runId: record.id, template: record.template, backend: backend))
+            return
+        }
+        guard runs.start(record) else {
+            gate.leave()
+            runs.finish(record, RunResult.failure(RunGate.cancelledWhileQueued, surface: .http, runId: record.id,
+                                                  template: record.template, backend: backend))
+            return
+        }
+        let streams = OutputStreams(redactor: tools.executor.redactor) { [runs] name, text in runs.emit(record, name, text) }
+        var request = job.request
+        request.onOutput = { fd, chunk in streams.feed(fd, chunk) }
+        running.add(record.id, record.killer)
+        let result = await tools.executor.run(request, killer: record.killer)
+        running.remove(record.id)
+        streams.flush()
+        gate.leave()
+        runs.finish(record, result)
     }
 }
 
-/// Kills what is still running once the grace period after a shutdown signal is over.
-struct Drainer: Service {
-    let running: RunningRuns
-    let grace: Duration
-    func run() async throws {
-        try? await gracefulShutdown()
-        try? await Task.sleep(for: grace)
-        running.killAll()
+/// stdout and stderr of one run, redacted as they stream.
+final class OutputStreams: @unchecked Sendable {
+    private let lock = NSLock()
+    private var out: StreamRedactor
+    private var err: StreamRedactor
+    private let emit: @Sendable (String, String) -> Void
+
+    init(redactor: Redactor, emit: @escaping @Sendable (String, String) -> Void) {
+        out = StreamRedactor(redactor: redactor)
+        err = StreamRedactor(redactor: redactor)
+        self.emit = emit
+    }
+
+    func feed(_ fd: Int32, _ chunk: UnsafeRawBufferPointer) {
+        lock.lock()
+        let text = fd == 1 ? out.feed(chunk) : err.feed(chunk)
+        lock.unlock()
+        emit(fd == 1 ? "stdout" : "stderr", text)
+    }
+
+    func flush() {
+        lock.lock()
+        let (o, e) = (out.flush(), err.flush())
+        lock.unlock()
+        emit("stdout", o)
+        emit("stderr", e)
     }
 }
 
@@ -76,161 +203,25 @@ final class RunningRuns: @unchecked Sendable {
     }
 }
 
-/// Admission control: at most `maxConcurrent` runs, at most `queueLength` waiting; past that, 429.
-actor RunGate {
-    let maxConcurrent: Int
-    let queueLength: Int
-    private var running = 0
-    private var waiters: [CheckedContinuation<Void, Never>] = []
-
-    init(maxConcurrent: Int, queueLength: Int) {
-        self.maxConcurrent = max(1, maxConcurrent)
-        self.queueLength = max(0, queueLength)
+/// Kills a sync run's sandbox when its client hangs up, until disarmed.
+final class DisconnectWatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var armed = true
+    let killer: ProcessKiller
+    init(killer: ProcessKiller) { self.killer = killer }
+    func fire() {
+        lock.lock(); let go = armed; armed = false; lock.unlock()
+        if go { killer.kill(cancelling: true) }
     }
-
-    /// False when both the slots and the queue are full.
-    func enter() async -> Bool {
-        if running < maxConcurrent { running += 1; return true }
-        guard waiters.count < queueLength else { return false }
-        await withCheckedContinuation { waiters.append($0) }
-        return true
-    }
-
-    func leave() {
-        if waiters.isEmpty { running -= 1 } else { waiters.removeFirst().resume() }
-    }
+    func disarm() { lock.lock(); armed = false; lock.unlock() }
 }
 
-struct APIResponder: HTTPResponder {
-    typealias Context = BasicRequestContext
-    let server: HTTPAPIServer
-
-    func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
-        let clock = ContinuousClock()
-        let start = clock.now
-        var runId: String?
-        let response = await route(request, runId: &runId)
-        var log: [String: JSONValue] = ["method": .string(request.method.rawValue), "path": .string(request.uri.path),
-                                        "status": .int(response.status.code), "ms": .int(Int((clock.now - start).milliseconds))]
-        if let runId { log["runId"] = .string(runId) }
-        FileHandle.standardError.write(Data((JSONValue.object(log).jsonText() + "\n").utf8))
-        return response
+/// A request context that keeps the connection, to notice a client that hangs up.
+struct APIContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
     }
-
-    func route(_ request: Request, runId: inout String?) async -> Response {
-        let path = request.uri.path
-        let segments = path.split(separator: "/").map(String.init)
-        switch (request.method, segments) {
-        case (.get, ["healthz"]):
-            return json(200, .object(["ok": .bool(true), "templates": .int(server.tools.executor.catalog.names.count)]))
-        case (.get, ["openapi.json"]):
-            return json(200, OpenAPIDocument.make(tools: server.tools))
-        default: break
-        }
-        if let token = server.config.token {
-            let given = request.headers[.authorization] ?? ""
-            guard given.hasPrefix("Bearer "), constantTimeEqual(String(given.dropFirst(7)), token) else {
-                var h = HTTPFields()
-                h[.wwwAuthenticate] = "Bearer"
-                return error(401, "Missing or wrong bearer token: send Authorization: Bearer $SANDBOX_RUNNER_TOKEN.", headers: h)
-            }
-        }
-        switch (request.method, segments) {
-        case (.get, ["v1", "templates"]):
-            let list = server.tools.executor.catalog.names.compactMap { try? server.tools.executor.catalog.template(named: $0) }
-            return json(200, .object(["templates": .array(list.map(describe))]))
-        case (.get, let s) where s.count == 3 && s[0] == "v1" && s[1] == "templates":
-            guard let t = try? server.tools.executor.catalog.template(named: s[2]) else { return error(404, "No template named '\(s[2])'.") }
-            return json(200, describe(t))
-        case (.post, ["v1", "runs"]):
-            return await run(request, runId: &runId)
-        default:
-            return error(404, "No route \(request.method.rawValue) \(path). See /openapi.json.")
-        }
-    }
-
-    func describe(_ t: Template) -> JSONValue {
-        .object(["name": .string(t.name), "title": t.manifest.title.map(JSONValue.string) ?? .null,
-                 "description": .string(t.manifest.description), "readOnly": .bool(t.manifest.isReadOnly),
-                 "inputSchema": TemplateSchema.input(t.manifest), "resultSchema": TemplateSchema.result(dataSchema: t.manifest.output),
-                 "example": .object(t.manifest.example ?? [:])])
-    }
-
-    func run(_ request: Request, runId: inout String?) async -> Response {
-        var request = request
-        guard let buffer = try? await request.collectBody(upTo: server.config.maxBodyBytes) else {
-            return error(413, "The request body is over \(server.config.maxBodyBytes) bytes.")
-        }
-        guard case .object(let body)? = JSONValue.parse(Data(buffer.readableBytesView)) else {
-            return error(400, "The body must be a JSON object: {\"template\": NAME, \"variables\": {...}} or {\"script\": SOURCE}.")
-        }
-        let known: Set<String> = ["template", "script", "variables", "timeoutSeconds", "backend"]
-        if let extra = Set(body.keys).subtracting(known).sorted().first { return error(400, "Unknown field '\(extra)'.") }
-        if let backend = body["backend"]?.stringValue, backend != server.tools.executor.backend.name {
-            return error(400, "This server runs on the '\(server.tools.executor.backend.name)' backend; '\(backend)' is not available here.")
-        }
-        var timeout: Duration?
-        if let t = body["timeoutSeconds"] {
-            guard let s = t.intValue, (1...3600).contains(s) else { return error(400, "timeoutSeconds must be 1–3600.") }
-            timeout = .seconds(s)
-        }
-        let rid = RunRequest.newRunId()
-        runId = rid
-        let req: RunRequest
-        switch (body["template"]?.stringValue, body["script"]?.stringValue) {
-        case (let name?, nil):
-            guard server.tools.executor.catalog.templates[name] != nil else { return error(404, "No template named '\(name)'.") }
-            var inputs: [String: VariableInput] = [:]
-            if let v = body["variables"] {
-                guard case .object(let o) = v else { return error(400, "variables must be a JSON object.") }
-                inputs = o.mapValues { .json($0) }
-            }
-            req = RunRequest(source: .template(name: name, inputs: inputs), timeout: timeout, runId: rid)
-        case (nil, let script?):
-            guard script.utf8.count <= TemplateTools.maxScriptBytes else { return error(413, "The script is too large.") }
-            let net: NetworkPolicy = server.tools.executor.environment["POSTHOG_API_URL"] != nil ? .host : .none
-            req = RunRequest(source: .script(source: script, label: "script.py"), timeout: timeout, network: net, runId: rid)
-        default:
-            return error(400, "Give exactly one of template or script.")
-        }
-        guard await server.gate.enter() else {
-            var h = HTTPFields()
-            h[.retryAfter] = "5"
-            return error(429, "Too many runs in progress and queued; retry in a few seconds.", headers: h)
-        }
-        let killer = ProcessKiller()
-        server.running.add(rid, killer)
-        let result = await server.tools.executor.run(req, killer: killer)
-        server.running.remove(rid)
-        await server.gate.leave()
-        let status: Int
-        switch result.errorKind {
-        case .badInput?: status = 400
-        case .unavailable?: status = 503
-        default: status = 200
-        }
-        return Response(status: .init(code: status), headers: [.contentType: "application/json"],
-                        body: ResponseBody(byteBuffer: ByteBuffer(string: result.jsonText(pretty: false))))
-    }
-
-    func json(_ status: Int, _ value: JSONValue, headers: HTTPFields = [:]) -> Response {
-        var h = headers
-        h[.contentType] = "application/json"
-        return Response(status: .init(code: status), headers: h, body: ResponseBody(byteBuffer: ByteBuffer(string: value.jsonText())))
-    }
-
-    func error(_ status: Int, _ message: String, headers: HTTPFields = [:]) -> Response {
-        json(status, .object(["error": .string(message), "status": .int(status)]), headers: headers)
-    }
-
-    func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
-        var diff = UInt8(x.count == y.count ? 0 : 1)
-        for i in 0..<max(x.count, y.count) { diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0) }
-        return diff == 0
-    }
-}
-
-extension HTTPField.Name {
-    static let retryAfter = Self("Retry-After")!
 }

@@ -4,11 +4,18 @@ import SandboxRunner
 
 /// The agent-facing view of the catalog: one tool per template (schemas derived from the
 /// manifest), `run_script` and `list_templates`, and the calls that run them through the
-/// executor. Used by the MCP server; nothing here runs a sandbox itself.
+/// executor. Used by the MCP servers (stdio and HTTP); nothing here runs a sandbox itself.
+///
+/// Every input problem of every tool is a tool result with `isError: true`, an actionable sentence
+/// first and the result document (with `errorKind`) as `structuredContent`, so a model can fix its
+/// call; only an unknown tool is a JSON-RPC error.
 public struct TemplateTools: Sendable {
     public static let runScript = "run_script"
     public static let listTemplates = "list_templates"
-    public static let maxScriptBytes = 256 * 1024
+    /// The longest script, in Unicode scalars (what JSON Schema's maxLength counts).
+    public static let maxScriptCharacters = 128 * 1024
+    /// The argument every running tool takes besides its variables (variable names are lower_snake_case: no clash).
+    public static let timeoutArgument = "timeoutSeconds"
 
     public var executor: Executor
 
@@ -16,88 +23,151 @@ public struct TemplateTools: Sendable {
 
     var templates: [Template] { executor.catalog.names.compactMap { try? executor.catalog.template(named: $0) } }
 
+    static var timeoutProperty: JSONValue {
+        .object(["type": "integer", "minimum": 1, "maximum": .int(Int(Executor.maximumTimeout.components.seconds)),
+                 "description": "Wall-clock limit in seconds (default: the template's, or 60)."])
+    }
+
+    /// A template's tool input: its variables (from the manifest) plus `timeoutSeconds`.
+    static func inputSchema(_ m: TemplateManifest) -> JSONValue {
+        guard case .object(var schema) = TemplateSchema.input(m), case .object(var props)? = schema["properties"] else {
+            return TemplateSchema.input(m)
+        }
+        props[timeoutArgument] = timeoutProperty
+        schema["properties"] = .object(props)
+        return .object(schema)
+    }
+
+    static var listSchema: JSONValue {
+        .object([
+            "type": "object", "additionalProperties": false, "required": .array(["templates"]),
+            "properties": .object(["templates": .object([
+                "type": "array",
+                "items": .object([
+                    "type": "object", "required": .array(["name", "description", "readOnly", "inputSchema"]),
+                    "properties": .object([
+                        "name": .object(["type": "string"]), "description": .object(["type": "string"]),
+                        "readOnly": .object(["type": "boolean"]), "inputSchema": .object(["type": "object"]),
+                    ]),
+                ]),
+            ])]),
+        ])
+    }
+
     /// Every tool, with truthful annotations: read-only templates say so, writers do not.
     public func tools() -> [Tool] {
-        let result = value(TemplateSchema.result(dataSchema: nil))
         var tools = templates.map { t -> Tool in
             let m = t.manifest
             return Tool(name: m.name, title: m.title, description: m.description,
-                        inputSchema: value(TemplateSchema.input(m)),
+                        inputSchema: value(Self.inputSchema(m)),
                         annotations: .init(title: m.title, readOnlyHint: m.isReadOnly, destructiveHint: m.isReadOnly ? nil : false,
                                            idempotentHint: m.isReadOnly, openWorldHint: m.usesPostHog),
-                        outputSchema: value(TemplateSchema.result(dataSchema: m.output)))
+                        outputSchema: value(RunResult.jsonSchema(dataSchema: m.output)))
         }
         tools.append(Tool(
             name: Self.runScript, title: "Run a Python script in the sandbox",
             description: "Runs ad hoc Python 3 in the same sandbox and result contract as the templates. The script can "
                 + "`from posthog_driver import PostHogClient, emit` (PostHog settings come from the server's environment) "
                 + "and should print one JSON document. It has no network unless the server allows PostHog access.",
-            inputSchema: .object([
-                "type": "object", "additionalProperties": false, "required": ["script"],
+            inputSchema: value(.object([
+                "type": "object", "additionalProperties": false, "required": .array(["script"]),
                 "properties": .object([
-                    "script": .object(["type": "string", "description": "The Python source.", "maxLength": .int(Self.maxScriptBytes)]),
-                    "timeoutSeconds": .object(["type": "integer", "minimum": 1, "maximum": 3600, "description": "Wall-clock limit (default 60)."]),
+                    "script": .object(["type": "string", "minLength": 1, "description": "The Python source.",
+                                       "maxLength": .int(Self.maxScriptCharacters)]),
+                    Self.timeoutArgument: Self.timeoutProperty,
                 ]),
-            ]),
+            ])),
             annotations: .init(title: "Run a Python script", readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true),
-            outputSchema: result))
+            outputSchema: value(RunResult.jsonSchema())))
         tools.append(Tool(
             name: Self.listTemplates, title: "List the analytics templates",
             description: "Lists every template with its description, whether it writes to PostHog, and its input schema.",
-            inputSchema: .object(["type": "object", "additionalProperties": false, "properties": .object([:])]),
-            annotations: .init(title: "List templates", readOnlyHint: true, idempotentHint: true, openWorldHint: false)))
+            inputSchema: value(.object(["type": "object", "additionalProperties": false, "properties": .object([:])])),
+            annotations: .init(title: "List templates", readOnlyHint: true, idempotentHint: true, openWorldHint: false),
+            outputSchema: value(Self.listSchema)))
         return tools
     }
 
-    /// Runs a tool. Unknown tools are protocol errors (thrown); a failed run is a result with
-    /// `isError` and an actionable sentence first.
+    /// Runs a tool. An unknown tool is a protocol error (thrown); everything else, bad arguments
+    /// included, is a result (`isError` with a sentence first when it failed).
     public func call(name: String, arguments: [String: Value]?, killer: ProcessKiller = ProcessKiller()) async throws -> CallTool.Result {
-        let args = try (arguments ?? [:]).mapValues { try jsonValue($0) }
+        let isTemplate = executor.catalog.templates[name] != nil
+        guard isTemplate || name == Self.runScript || name == Self.listTemplates else {
+            throw MCPError.invalidParams("Unknown tool '\(name)'. Call tools/list for the tools this server has.")
+        }
+        let template = isTemplate ? name : nil
+        var args: [String: JSONValue] = [:]
+        for (k, v) in arguments ?? [:] {
+            guard let j = jsonValue(v) else {
+                return failure(RunnerError(.badInput, "Argument '\(k)' is not a JSON value."), template: template)
+            }
+            args[k] = j
+        }
+
         if name == Self.listTemplates {
+            if let extra = args.keys.sorted().first {
+                return failure(RunnerError(.badInput, "list_templates takes no arguments; got '\(extra)'."), template: nil)
+            }
             let list: JSONValue = .array(templates.map { t in
                 .object(["name": .string(t.name), "description": .string(t.manifest.description),
-                         "readOnly": .bool(t.manifest.isReadOnly), "inputSchema": TemplateSchema.input(t.manifest)])
+                         "readOnly": .bool(t.manifest.isReadOnly), "inputSchema": Self.inputSchema(t.manifest)])
             })
             let doc: JSONValue = .object(["templates": list])
-            return try CallTool.Result(content: [.text(text: doc.jsonText(), annotations: nil, _meta: nil)], structuredContent: value(doc))
+            let structured: Value? = value(doc)
+            return CallTool.Result(content: [.text(text: doc.jsonText(), annotations: nil, _meta: nil)], structuredContent: structured)
         }
-        let request: RunRequest
+
+        var timeout: Duration?
+        if let t = args.removeValue(forKey: Self.timeoutArgument) {
+            let max = Int(Executor.maximumTimeout.components.seconds)
+            guard let s = t.intValue, (1...max).contains(s) else {
+                return failure(RunnerError(.badInput, phrase: "\(subject: .timeout) must be a whole number of seconds from 1 to \(max).",
+                                           parameter: .timeout), template: template)
+            }
+            timeout = .seconds(s)
+        }
+        var request: RunRequest
         if name == Self.runScript {
+            if let extra = Set(args.keys).subtracting(["script"]).sorted().first {
+                return failure(RunnerError(.badInput, "run_script takes script and timeoutSeconds only; got '\(extra)'."), template: nil)
+            }
             guard case .string(let script)? = args["script"], !script.isEmpty else {
-                throw MCPError.invalidParams("run_script needs `script`, the Python source as a string.")
+                return failure(RunnerError(.badInput, phrase: "\(subject: .script) is required: the Python source as a non-empty string.",
+                                           parameter: .script), template: nil)
             }
-            guard script.utf8.count <= Self.maxScriptBytes else {
-                throw MCPError.invalidParams("The script is over \(Self.maxScriptBytes) bytes.")
-            }
-            let extra = Set(args.keys).subtracting(["script", "timeoutSeconds"])
-            guard extra.isEmpty else { throw MCPError.invalidParams("run_script takes script and timeoutSeconds only; got \(extra.sorted().joined(separator: ", ")).") }
-            var timeout: Duration?
-            if let t = args["timeoutSeconds"] {
-                guard let s = t.intValue, (1...3600).contains(s) else { throw MCPError.invalidParams("timeoutSeconds must be 1–3600.") }
-                timeout = .seconds(s)
+            guard script.unicodeScalars.count <= Self.maxScriptCharacters else {
+                return failure(RunnerError(.badInput, phrase: "\(subject: .script) is over \(Self.maxScriptCharacters) characters; send a smaller script.",
+                                           parameter: .script), template: nil)
             }
             let usesPostHog = executor.environment["POSTHOG_API_URL"] != nil
-            request = RunRequest(source: .script(source: script, label: "run_script.py"), timeout: timeout, network: usesPostHog ? .host : NetworkPolicy.none)
+            request = RunRequest(source: .script(source: script, label: "run_script.py"), timeout: timeout,
+                                 network: usesPostHog ? .host : NetworkPolicy.none, surface: .mcp)
         } else {
-            guard executor.catalog.templates[name] != nil else { throw MCPError.invalidParams("Unknown tool '\(name)'.") }
-            request = RunRequest(source: .template(name: name, inputs: args.mapValues { .json($0) }))
+            request = RunRequest(source: .template(name: name, inputs: args.mapValues { .json($0) }), timeout: timeout, surface: .mcp)
         }
-        let result = await executor.run(request, killer: killer)
-        let doc = JSONValue.parse(Data(result.jsonText(pretty: false).utf8)) ?? .null
+        return result(await executor.run(request, killer: killer))
+    }
+
+    /// The tool result for a finished (or refused) run.
+    func result(_ r: RunResult) -> CallTool.Result {
         var content: [Tool.Content] = []
-        if !result.success {
-            content.append(.text(text: result.error ?? "The run failed.", annotations: nil, _meta: nil))
-        }
-        content.append(.text(text: result.jsonText(pretty: false), annotations: nil, _meta: nil))
-        return try CallTool.Result(content: content, structuredContent: value(doc), isError: !result.success)
+        if !r.success { content.append(.text(text: r.error ?? "The run failed.", annotations: nil, _meta: nil)) }
+        let text = r.jsonText(pretty: false)
+        content.append(.text(text: text, annotations: nil, _meta: nil))
+        let structured: Value? = value(JSONValue.parse(Data(text.utf8)) ?? .null)
+        return CallTool.Result(content: content, structuredContent: structured, isError: !r.success)
+    }
+
+    func failure(_ error: RunnerError, template: String?) -> CallTool.Result {
+        result(RunResult.failure(error, surface: .mcp, runId: RunRequest.newRunId(), template: template, backend: executor.backend.name))
     }
 
     func value(_ j: JSONValue) -> Value {
         (try? JSONDecoder().decode(Value.self, from: Data(j.jsonText().utf8))) ?? .null
     }
 
-    func jsonValue(_ v: Value) throws -> JSONValue {
-        guard let j = JSONValue.parse(try JSONEncoder().encode(v)) else { throw MCPError.invalidParams("Arguments must be JSON values.") }
-        return j
+    func jsonValue(_ v: Value) -> JSONValue? {
+        guard let data = try? JSONEncoder().encode(v) else { return nil }
+        return JSONValue.parse(data)
     }
 }

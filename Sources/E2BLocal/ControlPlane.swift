@@ -8,7 +8,7 @@ import SandboxRunner
 extension E2BLocalResponder {
     static let clientID = "e2b-local"
 
-    func controlPlane(_ request: inout Request, segments: [String]) async -> Response {
+    func controlPlane(_ request: inout Request, segments: [String], context: E2BRequestContext) async -> Response {
         let method = request.method
         switch (method, segments) {
         case (.get, ["health"]):
@@ -28,7 +28,7 @@ extension E2BLocalResponder {
             return Reply.error(404, "No such API route: \(method) \(request.uri.path).")
         }
         if s.count == 1 {
-            if method == .post { return await create(&request, v2: v2) }
+            if method == .post { return await create(&request, v2: v2, context: context) }
             if method == .get { return list(request, v2: v2) }
             return Reply.error(405, "\(method) is not allowed on \(request.uri.path).")
         }
@@ -38,13 +38,19 @@ extension E2BLocalResponder {
         case (.get, nil) where !v2:
             guard let sandbox = state.registry.get(id) else { return notFound(id) }
             return Reply.json(200, detail(sandbox))
+        case (.get, "metrics"?) where !v2:
+            guard let sandbox = state.registry.get(id) else { return notFound(id) }
+            let start = Query.value("start", in: request.uri.query).flatMap(Int.init).map { Date(timeIntervalSince1970: TimeInterval($0)) }
+            let end = Query.value("end", in: request.uri.query).flatMap(Int.init).map { Date(timeIntervalSince1970: TimeInterval($0)) }
+            let samples = await Blocking.run { sandbox.metrics(from: start, to: end) }
+            return Reply.json(200, .array(samples.map(\.json)))
         case (.delete, nil) where !v2:
             return await state.registry.kill(id) ? Reply.empty(204) : notFound(id)
         case (.post, "timeout"?) where !v2:
             guard let sandbox = state.registry.get(id) else { return notFound(id) }
             switch await seconds(&request, field: "timeout", required: true) {
             case .failure(let r): return r.response
-            case .success(let t): sandbox.setTimeout(t ?? config.defaultTimeout)
+            case .success(let t): sandbox.setTimeout(max(0, t ?? config.defaultTimeout))
             }
             return Reply.empty(204)
         case (.post, "refreshes"?) where !v2:
@@ -93,9 +99,10 @@ extension E2BLocalResponder {
         guard let v = body[field] else {
             return required ? .failure(ReplyError(Reply.error(400, "The body needs \"\(field)\" in seconds."))) : .success(nil)
         }
-        guard let t = v.intValue, (0...config.maxTimeout).contains(t) else {
-            return .failure(ReplyError(Reply.error(400, "\"\(field)\" must be a whole number of seconds from 0 to \(config.maxTimeout).")))
+        guard let t = v.intValue else {
+            return .failure(ReplyError(Reply.error(400, "\"\(field)\" must be a whole number of seconds.")))
         }
+        if t > config.maxTimeoutSeconds { return .failure(ReplyError(Reply.error(400, tooLong))) }
         return .success(t)
     }
 
@@ -110,7 +117,13 @@ extension E2BLocalResponder {
         return .success(out)
     }
 
-    private func create(_ request: inout Request, v2: Bool) async -> Response {
+    /// E2B's own message for a lifetime over the plan's (infra `handlers/timeout_helper.go`).
+    var tooLong: String { "Timeout cannot be greater than \(config.maxSandboxHours) hours" }
+
+    private func create(_ request: inout Request, v2: Bool, context: E2BRequestContext) async -> Response {
+        if config.strict && !v2 {
+            return Reply.error(410, "POST /sandboxes is deprecated: create sandboxes with POST /v2/sandboxes (e2b-local --strict).")
+        }
         if let f = state.faults.take(.create429, path: request.uri.path) {
             var h = HTTPFields()
             if f.retryAfter > 0 { h[.retryAfter] = String(f.retryAfter) }
@@ -119,47 +132,80 @@ extension E2BLocalResponder {
         if let f = state.faults.take(.create5xx, path: request.uri.path) {
             return Reply.error(f.status, "Failed to create the sandbox (injected fault \(f.status)).")
         }
-        let body: [String: JSONValue]
-        switch await readJSON(&request) {
-        case .failure(let e): return e.response
-        case .success(let b): body = b
+        let raw: ByteBuffer
+        do { raw = try await request.collectBody(upTo: 1 << 20) } catch { return Reply.error(413, "The request body is over 1 MiB.") }
+        guard let parsed = raw.readableBytes == 0 ? JSONValue.object([:]) : JSONValue.parse(Data(raw.readableBytesView)),
+              let body = parsed.objectValue else {
+            return Reply.error(400, "Error when parsing request: the body is not a JSON object.")
         }
+        // Idempotency-Key (SDK 2.63 `retry.py`: 1–255 of [a-z0-9-]): the same key and body get the
+        // same sandbox, however many times the create is retried.
+        var idempotency: (key: String, fingerprint: String)?
+        if let key = request.headers[.idempotencyKey] {
+            guard (1...255).contains(key.count), key.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" }) else {
+                return Reply.error(400, "Invalid Idempotency-Key: 1 to 255 lowercase letters, digits or hyphens.")
+            }
+            let fingerprint = (v2 ? "v2 " : "v1 ") + JSONValue.object(body).jsonText()
+            if let (status, answer) = state.registry.claim(key: key, fingerprint: fingerprint) {
+                return Reply.json(status, answer)
+            }
+            idempotency = (key, fingerprint)
+        }
+        let response = await createSandbox(body, v2: v2)
+        if let idempotency {
+            state.registry.settle(key: idempotency.key, fingerprint: idempotency.fingerprint,
+                                  answer: response.status == 201 ? response.body : nil)
+        }
+        if response.status == 201, state.faults.take(.createDrop, path: request.uri.path) != nil {
+            // The sandbox exists but its 201 never reaches the client (a lost answer).
+            state.logger.info("create answer dropped (injected fault)")
+            try? await context.channel.close()
+        }
+        return Reply.json(response.status, response.body)
+    }
+
+    private func createSandbox(_ body: [String: JSONValue], v2: Bool) async -> (status: Int, body: JSONValue) {
+        func refuse(_ status: Int, _ message: String) -> (Int, JSONValue) { (status, Reply.errorBody(status, message)) }
         guard let template = body["templateID"]?.stringValue, !template.isEmpty else {
-            return Reply.error(400, "The body needs \"templateID\": the template to start the sandbox from (e.g. base).")
+            return refuse(400, "Error when parsing request: templateID is required.")
         }
-        guard config.templates.contains(template) else {
-            let known = config.templates.sorted().joined(separator: ", ")
-            return Reply.error(v2 ? 404 : 400, "Template '\(template)' not found. This server has: \(known) (add more with --template).")
-        }
+        // infra `cache/templates/errors.go`: an unknown template is 404 "template '<id>' not found".
+        guard config.templates.contains(template) else { return refuse(404, "template '\(template)' not found") }
         var lifetime = config.defaultTimeout
         if let t = body["timeout"], t != .null {
-            guard let n = t.intValue, (1...config.maxTimeout).contains(n) else {
-                return Reply.error(400, "\"timeout\" must be a whole number of seconds from 1 to \(config.maxTimeout).")
-            }
+            guard let n = t.intValue else { return refuse(400, "Error when parsing request: timeout must be an integer.") }
+            // infra `handlers/timeout_helper.go`, validateAndParseTimeout.
+            guard n > 0 else { return refuse(400, "Timeout must be greater than 0") }
+            guard n <= config.maxTimeoutSeconds else { return refuse(400, tooLong) }
             lifetime = n
         }
         let metadata: [String: String], envVars: [String: String]
         switch stringMap(body["metadata"], name: "metadata") {
-        case .failure(let e): return e.response
+        case .failure(let e): return (e.response.status.code, Reply.errorBody(e.response.status.code, "\"metadata\" must be an object of strings."))
         case .success(let m): metadata = m
         }
         switch stringMap(body["envVars"], name: "envVars") {
-        case .failure(let e): return e.response
+        case .failure(let e): return (e.response.status.code, Reply.errorBody(e.response.status.code, "\"envVars\" must be an object of strings."))
         case .success(let m): envVars = m
         }
-        // The SDK no longer sends `secure`: every E2B sandbox now guards envd with the access token.
-        let secure = body["secure"]?.boolValue ?? true
-        let internet = body["allow_internet_access"]?.boolValue ?? body["allowInternetAccess"]?.boolValue ?? true
+        let network: SandboxNetwork
+        switch NetworkOptions.validate(allowInternetAccess: body["allow_internet_access"] ?? body["allowInternetAccess"],
+                                       network: body["network"]) {
+        case .failure(let f): return refuse(f.status, f.message)
+        case .success(let n): network = n
+        }
+        // v2 secures every sandbox; the deprecated route only when asked (infra `sandbox_create.go`).
+        let secure = v2 || body["secure"]?.boolValue == true
         do {
-            let s = try state.registry.create(templateID: template, lifetime: lifetime, metadata: metadata, envVars: envVars,
-                                              secure: secure, network: internet ? .host : .none)
+            let s = try await state.registry.create(templateID: template, lifetime: lifetime, metadata: metadata, envVars: envVars,
+                                                    secure: secure, network: network)
             state.logger.info("sandbox created", metadata: ["sandbox": .string(s.id), "template": .string(template),
                                                             "timeout_s": .stringConvertible(lifetime)])
-            return Reply.json(201, created(s))
+            return (201, created(s))
         } catch let r as SandboxRegistry.Refusal {
-            return Reply.error(r.status, r.message)
+            return refuse(r.status, r.message)
         } catch {
-            return Reply.error(500, "Could not create the sandbox: \(error).")
+            return refuse(500, "Could not create the sandbox: \(error).")
         }
     }
 
@@ -176,7 +222,7 @@ extension E2BLocalResponder {
         [
             "sandboxID": .string(s.id), "templateID": .string(s.templateID), "alias": .string(s.templateID),
             "clientID": .string(Self.clientID), "startedAt": .string(s.startedAt.rfc3339), "endAt": .string(s.endAt.rfc3339),
-            "cpuCount": .int(2), "memoryMB": .int(config.limits.memoryBytes >> 20), "diskSizeMB": .int(config.limits.fileSizeBytes >> 20),
+            "cpuCount": .int(2), "memoryMB": .int(config.limits.memoryBytes >> 20), "diskSizeMB": .int((config.diskBytes + config.limits.tmpBytes + SandboxLauncher.shmBytes) >> 20),
             "state": .string("running"), "envdVersion": .string(E2BLocalConfiguration.envdVersion),
             "metadata": .object(s.metadata.mapValues(JSONValue.string)),
         ]
@@ -186,7 +232,8 @@ extension E2BLocalResponder {
         var o = listed(s)
         o["envdAccessToken"] = s.secure ? .string(s.accessToken) : .null
         o["domain"] = .string(config.domain)
-        o["allowInternetAccess"] = .bool(s.network == .host)
+        o["allowInternetAccess"] = .bool(s.network.internet)
+        if let n = s.network.config { o["network"] = n }
         return .object(o)
     }
 
@@ -205,7 +252,8 @@ extension E2BLocalResponder {
             sandboxes = []
         }
         if let t = Query.value("template", in: query), !t.isEmpty { sandboxes = sandboxes.filter { $0.templateID == t } }
-        if Query.value("order", in: query) == "desc" { sandboxes.reverse() }
+        // Newest first unless asked otherwise (spec/openapi.yml: order defaults to desc).
+        if Query.value("order", in: query) != "asc" { sandboxes.reverse() }
         var limit = 100
         if let l = Query.value("limit", in: query) {
             guard let n = Int(l), (1...100).contains(n) else { return Reply.error(400, "limit must be from 1 to 100.") }

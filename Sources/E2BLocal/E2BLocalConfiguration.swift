@@ -8,7 +8,7 @@ public struct E2BLocalConfiguration: Sendable {
     /// The envd version reported to clients: the official SDK switches features on it
     /// (>= 0.4.0 default user, >= 0.5.7 octet-stream uploads). Everything up to 0.5.7 is served.
     public static let envdVersion = "0.5.7"
-    /// Where a sandbox's workspace appears inside its jail, and the default user's home.
+    /// The default user's home inside a sandbox.
     public static let home = "/home/user"
     /// The envd port the SDK names in `E2b-Sandbox-Port` and in `49983-<id>.<domain>` hosts.
     public static let envdPort = 49983
@@ -21,23 +21,45 @@ public struct E2BLocalConfiguration: Sendable {
     public var templates: Set<String> = ["base"]
     /// Live sandboxes at most; creates past it get a 429.
     public var maxSandboxes: Int = 20
-    /// Lifetime of a sandbox created without `timeout` (the API's default).
+    /// Lifetime of a sandbox created without `timeout` (the API's default, 15 s:
+    /// infra `packages/api/internal/sandbox/sandboxtypes/states.go`, SandboxTimeoutDefault).
     public var defaultTimeout: Int = 15
-    /// Longest lifetime a create or a timeout change may ask for (E2B Pro's 24 hours).
-    public var maxTimeout: Int = 86_400
+    /// The plan's longest sandbox lifetime in hours (E2B: `Limits.MaxLengthHours`; Hobby 1, Pro
+    /// 24). Creates and timeout changes above it get 400 "Timeout cannot be greater than N hours".
+    public var maxSandboxHours: Int = 1
     /// The `domain` reported for sandboxes (envd is also reachable as `49983-<id>.<domain>`).
     public var domain: String = "localhost"
     /// Faults armed at start.
     public var faults: [FaultSpec] = []
-    /// Isolation and limits of the jail each command runs in.
-    public var isolation: IsolationMode = .bubblewrap
+    /// Per-process limits of everything in a sandbox (its agent and its commands).
     public var limits = JailLimits()
+    /// Size of each sandbox's `/home/user` (a tmpfs in its own mount namespace); `/tmp` is
+    /// `limits.tmpBytes`. Together they are all a sandbox can write.
+    public var diskBytes: Int = 256 << 20
+    /// Refuse what real E2B accepts but our own client must never send: envd calls carrying
+    /// `X-API-Key` (E2B's proxy would forward the team key into the sandbox) and the deprecated
+    /// `POST /sandboxes`.
+    public var strict: Bool = false
+    /// Serve TLS (certificate chain and key, PEM) instead of plain HTTP; the plain listener is then
+    /// a Unix socket only the TLS front reaches.
+    public var tls: TLSFiles?
     /// How often expired sandboxes are looked for.
     public var reapInterval: Duration = .milliseconds(200)
-    /// Largest multipart upload body (octet-stream uploads are streamed to disk and not bounded here).
+    /// Largest multipart upload body (octet-stream uploads are streamed and not bounded here).
     public var maxMultipartBytes: Int = 256 << 20
 
+    public struct TLSFiles: Sendable {
+        public var certificateChain: String
+        public var privateKey: String
+        public init(certificateChain: String, privateKey: String) {
+            self.certificateChain = certificateChain
+            self.privateKey = privateKey
+        }
+    }
+
     public init() {}
+
+    public var maxTimeoutSeconds: Int { maxSandboxHours * 3600 }
 
     /// The key shown to people: its head only.
     public static func mask(_ key: String) -> String {

@@ -11,14 +11,14 @@ final class E2BLocalState: Sendable {
     let registry: SandboxRegistry
     let faults: FaultInjector
     let stats = RequestStats()
-    let jail: LocalJail
     let logger: Logger
+    /// Watchers of sandbox directories (filesystem.Filesystem/CreateWatcher).
+    let watchers = WatcherTable()
 
     init(config: E2BLocalConfiguration, logger: Logger) {
         self.config = config
-        self.registry = SandboxRegistry(maxSandboxes: config.maxSandboxes, logger: logger)
+        self.registry = SandboxRegistry(config: config, logger: logger)
         self.faults = FaultInjector(config.faults)
-        self.jail = LocalJail(mode: config.isolation, limits: config.limits)
         self.logger = logger
     }
 }
@@ -46,7 +46,7 @@ struct E2BLocalResponder: HTTPResponder {
         if let target {
             response = await envd(&request, target: target, segments: segments, context: context)
         } else {
-            response = await controlPlane(&request, segments: segments)
+            response = await controlPlane(&request, segments: segments, context: context)
         }
         state.stats.count(status: response.status.code)
         return response
@@ -64,7 +64,7 @@ struct E2BLocalResponder: HTTPResponder {
 
     /// Local control, loopback clients only, no key, never counted or faulted.
     private func local(_ request: inout Request, segments: [String], context: E2BRequestContext) async -> Response {
-        guard context.peerIsLoopback else { return Reply.error(403, "/_local is for loopback clients only.") }
+        guard context.peerIsLoopback(frontOnLoopback: E2BRequestContext.isLoopback(config.host)) else { return Reply.error(403, "/_local is for loopback clients only.") }
         switch (request.method, segments) {
         case (.get, ["faults"]):
             return Reply.json(200, state.faults.json)
@@ -87,6 +87,15 @@ struct E2BLocalResponder: HTTPResponder {
             return Reply.json(200, state.faults.json)
         case (.get, ["stats"]):
             return Reply.json(200, statsJSON)
+        case (.get, let s) where s.count == 2 && s[0] == "sandboxes":
+            // How the host sees a sandbox: for tests that check nothing of it outlives its kill.
+            guard let sb = state.registry.get(s[1]) else { return Reply.error(404, "No sandbox \(s[1]).") }
+            var o: [String: JSONValue] = ["initPid": .int(Int(sb.instance.initPid)), "bwrapPid": .int(Int(sb.instance.bwrapPid))]
+            if let ns = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(sb.instance.initPid)/ns/pid") {
+                o["pidNamespace"] = .string(ns)
+            }
+            if let uid = sb.instance.uid { o["hostUID"] = .int(Int(uid)) }
+            return Reply.json(200, .object(o))
         case (.delete, ["stats"]):
             state.stats.reset()
             return Reply.json(200, statsJSON)
@@ -99,6 +108,7 @@ struct E2BLocalResponder: HTTPResponder {
         var o = state.stats.json
         let c = state.registry.stats
         o["live_sandboxes"] = .int(state.registry.liveCount)
+        o["sandboxes_died"] = .int(c.died)
         o["running_processes"] = .int(state.registry.all.reduce(0) { $0 + $1.runningProcesses.count })
         o["sandboxes_created"] = .int(c.created)
         o["sandboxes_killed"] = .int(c.killed)

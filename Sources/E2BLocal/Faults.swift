@@ -8,6 +8,8 @@ public struct FaultSpec: Sendable, Equatable {
         case create429 = "create-429"
         /// Sandbox creates answer a 5xx.
         case create5xx = "create-5xx"
+        /// A sandbox is created but its 201 never arrives: the connection is closed instead.
+        case createDrop = "create-drop"
         /// Uploads (`POST /files`) answer a 5xx.
         case upload5xx = "upload-5xx"
         /// `process.Process/Start` streams end after N data events without the end envelope.
@@ -90,6 +92,7 @@ public struct FaultSpec: Sendable, Equatable {
         s += ":count=" + (count.map(String.init) ?? "*")
         switch kind {
         case .create429: s += ":retry_after=\(retryAfter)"
+        case .createDrop: break
         case .create5xx, .upload5xx: s += ":status=\(status)"
         case .streamCut: s += ":after=\(after):mode=\(abort ? "abort" : "close")"
         case .latency: s += ":ms=\(milliseconds)"

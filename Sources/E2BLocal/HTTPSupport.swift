@@ -16,9 +16,19 @@ struct E2BRequestContext: RequestContext {
         channel = source.channel
     }
 
-    var peerIsLoopback: Bool {
-        guard let ip = channel.remoteAddress?.ipAddress else { return false }
-        return ip == "::1" || ip.hasPrefix("127.") || ip.hasPrefix("::ffff:127.")
+    /// True for a loopback peer. Behind the TLS front the peer is the front's Unix socket
+    /// connection, which stands for a loopback client only when the front listens on loopback.
+    func peerIsLoopback(frontOnLoopback: Bool) -> Bool {
+        switch channel.remoteAddress {
+        case .unixDomainSocket?, nil: return frontOnLoopback
+        case let address?:
+            guard let ip = address.ipAddress else { return false }
+            return Self.isLoopback(ip)
+        }
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "::1" || host == "localhost" || host.hasPrefix("127.") || host.hasPrefix("::ffff:127.")
     }
 }
 
@@ -31,6 +41,7 @@ extension HTTPField.Name {
     static let keepaliveInterval = Self("Keepalive-Ping-Interval")!
     static let retryAfter = Self("Retry-After")!
     static let nextToken = Self("X-Next-Token")!
+    static let idempotencyKey = Self("Idempotency-Key")!
 }
 
 /// Answers in the shapes E2B uses.
@@ -44,7 +55,11 @@ enum Reply {
 
     /// The control plane's and envd's error body: `{"code": <status>, "message": …}`.
     static func error(_ status: Int, _ message: String, headers: HTTPFields = [:]) -> Response {
-        json(status, .object(["code": .int(status), "message": .string(message)]), headers: headers)
+        json(status, errorBody(status, message), headers: headers)
+    }
+
+    static func errorBody(_ status: Int, _ message: String) -> JSONValue {
+        .object(["code": .int(status), "message": .string(message)])
     }
 
     static func empty(_ status: Int) -> Response { Response(status: .init(code: status)) }
@@ -63,16 +78,20 @@ enum Reply {
 /// Connect error codes and the HTTP statuses the Connect protocol gives them.
 enum ConnectCode: String, Sendable {
     case canceled, unknown, internalError = "internal", invalidArgument = "invalid_argument"
-    case deadlineExceeded = "deadline_exceeded", notFound = "not_found", permissionDenied = "permission_denied"
-    case unauthenticated, resourceExhausted = "resource_exhausted", unavailable, unimplemented
+    case deadlineExceeded = "deadline_exceeded", notFound = "not_found", alreadyExists = "already_exists"
+    case permissionDenied = "permission_denied", resourceExhausted = "resource_exhausted"
+    case failedPrecondition = "failed_precondition", aborted, outOfRange = "out_of_range"
+    case unauthenticated, unavailable, unimplemented, dataLoss = "data_loss"
 
+    /// The Connect protocol's HTTP status for each code.
     var httpStatus: Int {
         switch self {
         case .canceled: return 499
-        case .unknown, .internalError: return 500
-        case .invalidArgument: return 400
+        case .unknown, .internalError, .dataLoss: return 500
+        case .invalidArgument, .failedPrecondition, .outOfRange: return 400
         case .deadlineExceeded: return 504
         case .notFound: return 404
+        case .alreadyExists, .aborted: return 409
         case .permissionDenied: return 403
         case .unauthenticated: return 401
         case .resourceExhausted: return 429
@@ -118,6 +137,13 @@ final class RequestStats: @unchecked Sendable {
     private var byRoute: [String: Int] = [:]
     private var byStatus: [String: Int] = [:]
     private var total = 0
+    /// envd calls that carried X-API-Key (which E2B's proxy would hand to the sandbox).
+    private var envdWithKey = 0
+
+    func countEnvdCallWithAPIKey() {
+        lock.lock(); defer { lock.unlock() }
+        envdWithKey += 1
+    }
 
     func count(route: String) {
         lock.lock(); defer { lock.unlock() }
@@ -132,12 +158,12 @@ final class RequestStats: @unchecked Sendable {
 
     func reset() {
         lock.lock(); defer { lock.unlock() }
-        byRoute = [:]; byStatus = [:]; total = 0
+        byRoute = [:]; byStatus = [:]; total = 0; envdWithKey = 0
     }
 
     var json: [String: JSONValue] {
         lock.lock(); defer { lock.unlock() }
         return ["total": .int(total), "requests": .object(byRoute.mapValues { .int($0) }),
-                "by_status": .object(byStatus.mapValues { .int($0) })]
+                "by_status": .object(byStatus.mapValues { .int($0) }), "envd_calls_with_api_key": .int(envdWithKey)]
     }
 }

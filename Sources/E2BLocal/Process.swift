@@ -7,8 +7,12 @@ import SandboxRunner
 import Glibc
 #endif
 
-/// envd's Connect process service: `Start` (server-streaming, `application/connect+json`),
-/// `SendSignal` and `List` (unary JSON).
+/// envd's Connect process service: `Start` and `Connect` (server-streaming,
+/// `application/connect+json`), `List`, `SendSignal`, `SendInput`, `CloseStdin` (unary JSON).
+/// As in envd (infra `packages/envd/internal/services/process/start.go`), a command lives on its
+/// own: a client that goes away only detaches its stream; `Connect-Timeout-Ms` on `Start` is the
+/// command's deadline (it is killed, and the stream ends with `deadline_exceeded` and no end
+/// event); `Connect` attaches another stream to a running command, or replays a recent end.
 extension E2BLocalResponder {
     /// Envelopes as the Connect streaming protocol frames them. Written here rather than shared with
     /// the client so a framing mistake on one side cannot hide behind the same code on the other.
@@ -52,129 +56,233 @@ extension E2BLocalResponder {
         var code: ConnectCode
         var message: String
         init(_ code: ConnectCode, _ message: String) { self.code = code; self.message = message }
-    }
-
-    /// Go's names for the signals a process can end by (`signal: killed`).
-    static func signalName(_ s: Int32) -> String {
-        switch s {
-        case SIGKILL: return "killed"
-        case SIGTERM: return "terminated"
-        case SIGINT: return "interrupt"
-        case SIGHUP: return "hangup"
-        case SIGSEGV: return "segmentation fault"
-        case SIGABRT: return "aborted"
-        case SIGPIPE: return "broken pipe"
-        case SIGXCPU: return "CPU time limit exceeded"
-        case SIGXFSZ: return "file size limit exceeded"
-        default: return "signal \(s)"
+        init(_ f: AgentLink.Failure) {
+            code = ConnectCode(rawValue: f.code) ?? .internalError
+            message = f.message
         }
     }
 
-    /// The end event; proto3 JSON leaves out zero values (exitCode 0, exited false).
-    static func endEvent(exitCode: Int32, signal: Int32?) -> ByteBuffer {
-        if let signal { return Envelope.event("\"end\":{\"exitCode\":-1,\"status\":\"signal: \(signalName(signal))\"}") }
-        let code = exitCode == 0 ? "" : "\"exitCode\":\(exitCode),"
-        return Envelope.event("\"end\":{\(code)\"exited\":true,\"status\":\"exit status \(exitCode)\"}")
+    func processService(_ method: String, _ request: inout Request, sandbox: LocalSandbox, context: E2BRequestContext) async -> Response {
+        switch method {
+        case "Start": return await start(&request, sandbox: sandbox, context: context)
+        case "Connect": return await connect(&request, sandbox: sandbox, context: context)
+        case "List": return listProcesses(sandbox)
+        case "SendSignal": return await sendSignal(&request, sandbox: sandbox)
+        case "SendInput": return await sendInput(&request, sandbox: sandbox)
+        case "CloseStdin": return await closeStdin(&request, sandbox: sandbox)
+        default: return Reply.connectError(.unimplemented, "process.Process/\(method) is not implemented by e2b-local.")
+        }
     }
 
-    // MARK: Start
+    // MARK: Start, Connect
 
-    func start(_ request: inout Request, sandbox: LocalSandbox, context: E2BRequestContext) async -> Response {
+    private func streamingMessage(_ request: inout Request) async -> Result<JSONValue, ConnectFailure> {
         let contentType = (request.headers[.contentType] ?? "").lowercased()
         guard contentType.hasPrefix("application/connect+json") else {
-            return Reply.json(415, .object(["code": .string(ConnectCode.unimplemented.rawValue),
-                                            "message": .string("Use Content-Type application/connect+json: e2b-local speaks Connect with JSON only.")]))
+            return .failure(ConnectFailure(.unimplemented, "Use Content-Type application/connect+json: e2b-local speaks Connect with JSON only."))
         }
-        let user = Self.user(request)
-        guard Self.knownUser(user) else { return Reply.connectError(.unauthenticated, "User '\(user ?? "")' does not exist in this sandbox (only user and root).") }
-        let message: JSONValue
         do {
-            let body = try await request.collectBody(upTo: 4 << 20)
-            message = try Envelope.firstMessage(body)
+            let body = try await request.collectBody(upTo: 8 << 20)
+            return .success(try Envelope.firstMessage(body))
         } catch let f as ConnectFailure {
-            return Reply.connectError(f.code, f.message)
+            return .failure(f)
         } catch {
-            return Reply.connectError(.resourceExhausted, "The request body is over 4 MiB.")
+            return .failure(ConnectFailure(.resourceExhausted, "The request body is over 8 MiB."))
+        }
+    }
+
+    /// A stream answer that is only an error (Connect streams report errors in the end-of-stream
+    /// message of a 200 answer).
+    static func streamError(_ f: ConnectFailure) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/connect+json"
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: Envelope.endStream(error: (f.code, f.message))))
+    }
+
+    static func deadline(_ request: Request) -> Result<Duration?, ConnectFailure> {
+        guard let t = request.headers[.connectTimeout] else { return .success(nil) }
+        guard t.count <= 10, let ms = Int64(t), ms > 0 else {
+            return .failure(ConnectFailure(.invalidArgument, "Connect-Timeout-Ms must be a positive number of at most 10 digits."))
+        }
+        return .success(.milliseconds(ms))
+    }
+
+    func start(_ request: inout Request, sandbox: LocalSandbox, context: E2BRequestContext) async -> Response {
+        let message: JSONValue
+        switch await streamingMessage(&request) {
+        case .failure(let f) where f.code == .unimplemented && !(request.headers[.contentType] ?? "").hasPrefix("application/connect"):
+            return Reply.json(415, .object(["code": .string(f.code.rawValue), "message": .string(f.message)]))
+        case .failure(let f): return Self.streamError(f)
+        case .success(let m): message = m
         }
         guard let p = message["process"]?.objectValue, let cmd = p["cmd"]?.stringValue, !cmd.isEmpty else {
-            return Reply.connectError(.invalidArgument, "process.cmd is required.")
+            return Self.streamError(ConnectFailure(.invalidArgument, "process.cmd is required."))
         }
         if let pty = message["pty"], pty != .null {
-            return Reply.connectError(.unimplemented, "PTY processes are not supported by e2b-local.")
+            return Self.streamError(ConnectFailure(.unimplemented, "PTY processes are not supported by e2b-local."))
+        }
+        let deadline: Duration?
+        switch Self.deadline(request) {
+        case .failure(let f): return Self.streamError(f)
+        case .success(let d): deadline = d
         }
         let args = (p["args"]?.arrayValue ?? []).compactMap(\.stringValue)
         var envs: [String: String] = [:]
         for (k, v) in p["envs"]?.objectValue ?? [:] { if let s = v.stringValue { envs[k] = s } }
-        let cwdRaw = p["cwd"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
-        let config = ProcessConfig(cmd: cmd, args: args, envs: envs, cwd: cwdRaw)
-
-        // The working directory: under /home/user it must exist in the workspace.
-        let ws = WorkspacePaths(workspace: sandbox.workspace, uid: sandbox.uid)
-        let cwd = ws.sandboxPath(cwdRaw ?? E2BLocalConfiguration.home)
-        if cwd == ws.home || cwd.hasPrefix(ws.home + "/") {
-            guard let (host, _) = try? ws.existing(cwd), Self.isDirectory(host) else {
-                return Reply.connectError(.invalidArgument, "The working directory \(cwd) does not exist in the sandbox.")
-            }
-        } else if !["/", "/tmp", "/usr", "/bin", "/proc", "/dev"].contains(where: { cwd == $0 || cwd.hasPrefix($0 + "/") }) {
-            return Reply.connectError(.invalidArgument, "The working directory \(cwd) does not exist in the sandbox.")
-        }
-
-        var deadline: Duration?
-        if let t = request.headers[.connectTimeout] {
-            guard t.count <= 10, let ms = Int64(t), ms > 0 else {
-                return Reply.connectError(.invalidArgument, "Connect-Timeout-Ms must be a positive number of at most 10 digits.")
-            }
-            deadline = .milliseconds(ms)
-        }
-        let keepalive = request.headers[.keepaliveInterval].flatMap(Int.init).flatMap { $0 > 0 ? Duration.seconds($0) : nil }
-        guard let process = sandbox.register(config: config, tag: message["tag"]?.stringValue) else {
-            return Reply.sandboxNotFound(sandbox.id)
-        }
-        var environment = sandbox.envVars.merging(envs) { _, process in process }
+        let cwd = p["cwd"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
+        let config = ProcessConfig(cmd: cmd, args: args, envs: envs, cwd: cwd)
+        var environment = SandboxLauncher.baseEnvironment().merging(sandbox.envVars) { _, s in s }.merging(envs) { _, p in p }
         environment["E2B_SANDBOX"] = environment["E2B_SANDBOX"] ?? "true"
         environment["E2B_SANDBOX_ID"] = sandbox.id
         environment["E2B_TEMPLATE_ID"] = sandbox.templateID
-        environment["USER"] = environment["USER"] ?? (user ?? "user")
-
-        let run = CommandRun(state: state, sandbox: sandbox, process: process, argv: [cmd] + args, cwd: cwd,
-                             environment: environment, deadline: deadline, keepalive: keepalive,
-                             cut: state.faults.take(.streamCut, path: request.uri.path), channel: context.channel)
-        var headers = HTTPFields()
-        headers[.contentType] = "application/connect+json"
-        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            try await run.stream(to: &writer)
-        })
+        let process: SandboxProcess
+        let subscription: SandboxProcess.Subscription
+        do {
+            let started = try await sandbox.start(config: config, tag: message["tag"]?.stringValue, environment: environment,
+                                                  cwd: cwd ?? E2BLocalConfiguration.home, stdin: message["stdin"]?.boolValue ?? false,
+                                                  subscribe: true)
+            process = started.0
+            subscription = started.1!
+        } catch let f as AgentLink.Failure {
+            if f.code == "unavailable" { return Reply.sandboxNotFound(sandbox.id) }
+            return Self.streamError(ConnectFailure(f))
+        } catch {
+            return Self.streamError(ConnectFailure(.internalError, "\(error)"))
+        }
+        let deadlineAt = deadline.map { ContinuousClock.now + $0 }
+        if let deadline {
+            // The command's own deadline, whatever happens to this stream.
+            process.killAfter(deadline, in: sandbox)
+        }
+        return streamResponse(process: process, subscription: subscription, sandbox: sandbox, request: request, context: context,
+                              deadline: deadline, deadlineAt: deadlineAt)
     }
 
-    static func isDirectory(_ path: String) -> Bool {
-        var st = stat()
-        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-    }
-
-    // MARK: SendSignal, List
-
-    func sendSignal(_ request: inout Request, sandbox: LocalSandbox) async -> Response {
+    func connect(_ request: inout Request, sandbox: LocalSandbox, context: E2BRequestContext) async -> Response {
         let message: JSONValue
-        switch await unaryMessage(&request) {
-        case .failure(let f): return Reply.connectError(f.code, f.message)
+        switch await streamingMessage(&request) {
+        case .failure(let f): return Self.streamError(f)
         case .success(let m): message = m
         }
         let selector = message["process"]
-        let pid = selector?["pid"]?.intValue.map(UInt32.init)
+        let pid = selector?["pid"]?.intValue.flatMap { UInt32(exactly: $0) }
         let tag = selector?["tag"]?.stringValue
-        guard pid != nil || tag != nil else { return Reply.connectError(.invalidArgument, "process.pid or process.tag is required.") }
-        let signal: Int32
-        switch message["signal"] {
-        case .string("SIGNAL_SIGKILL")?, .int(9)?: signal = SIGKILL
-        case .string("SIGNAL_SIGTERM")?, .int(15)?: signal = SIGTERM
-        default: return Reply.connectError(.invalidArgument, "signal must be SIGNAL_SIGKILL or SIGNAL_SIGTERM.")
+        guard pid != nil || tag != nil else { return Self.streamError(ConnectFailure(.invalidArgument, "process.pid or process.tag is required.")) }
+        let deadline: Duration?
+        switch Self.deadline(request) {
+        case .failure(let f): return Self.streamError(f)
+        case .success(let d): deadline = d
         }
         guard let process = sandbox.process(pid: pid, tag: tag) else {
-            return Reply.connectError(.notFound, "process with \(pid.map { "pid \($0)" } ?? "tag \(tag ?? "")") not found")
+            if let (endedPid, end) = sandbox.endedProcess(pid: pid, tag: tag) {
+                var headers = HTTPFields()
+                headers[.contentType] = "application/connect+json"
+                var body = Envelope.event("\"start\":{\"pid\":\(endedPid)}")
+                var endFrame = Envelope.event(end.eventJSON)
+                var tail = Envelope.endStream()
+                body.writeBuffer(&endFrame)
+                body.writeBuffer(&tail)
+                return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: body))
+            }
+            return Self.streamError(ConnectFailure(.notFound, "process with \(pid.map { "pid \($0)" } ?? "tag \(tag ?? "")") not found"))
         }
-        // The jail stops a process tree only with SIGKILL; a SIGTERM is reported as such.
-        process.end(.signal(signal))
-        return Reply.json(200, .object([:]))
+        return streamResponse(process: process, subscription: process.subscribe(), sandbox: sandbox, request: request,
+                              context: context, deadline: deadline, deadlineAt: deadline.map { ContinuousClock.now + $0 })
+    }
+
+    private func streamResponse(process: SandboxProcess, subscription: SandboxProcess.Subscription, sandbox: LocalSandbox,
+                                request: Request, context: E2BRequestContext, deadline: Duration?,
+                                deadlineAt: ContinuousClock.Instant?) -> Response {
+        let keepalive = request.headers[.keepaliveInterval].flatMap(Int.init).flatMap { $0 > 0 ? Duration.seconds($0) : nil }
+        let stream = CommandStream(state: state, sandbox: sandbox, process: process, subscription: subscription, deadline: deadline,
+                                   deadlineAt: deadlineAt, keepalive: keepalive, cut: state.faults.take(.streamCut, path: request.uri.path),
+                                   channel: context.channel)
+        var headers = HTTPFields()
+        headers[.contentType] = "application/connect+json"
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            try await stream.run(to: &writer)
+        })
+    }
+
+    // MARK: unary calls
+
+    private func unaryMessage(_ request: inout Request) async -> Result<JSONValue, ConnectFailure> {
+        let contentType = (request.headers[.contentType] ?? "").lowercased()
+        guard contentType.hasPrefix("application/json") else {
+            return .failure(ConnectFailure(.unimplemented, "Use Content-Type application/json: e2b-local speaks Connect with JSON only."))
+        }
+        guard let body = try? await request.collectBody(upTo: 8 << 20) else {
+            return .failure(ConnectFailure(.resourceExhausted, "The request body is over 8 MiB."))
+        }
+        if body.readableBytes == 0 { return .success(.object([:])) }
+        guard let json = JSONValue.parse(Data(body.readableBytesView)), json.objectValue != nil else {
+            return .failure(ConnectFailure(.invalidArgument, "The request message is not a JSON object."))
+        }
+        return .success(json)
+    }
+
+    func unary(_ request: inout Request, _ body: (JSONValue) async throws -> JSONValue) async -> Response {
+        switch await unaryMessage(&request) {
+        case .failure(let f): return Reply.connectError(f.code, f.message)
+        case .success(let m):
+            do { return Reply.json(200, try await body(m)) } catch let f as ConnectFailure {
+                return Reply.connectError(f.code, f.message)
+            } catch let f as AgentLink.Failure {
+                return Reply.connectError(ConnectCode(rawValue: f.code) ?? .internalError, f.message)
+            } catch {
+                return Reply.connectError(.internalError, "\(error)")
+            }
+        }
+    }
+
+    private func selected(_ message: JSONValue, in sandbox: LocalSandbox) throws -> SandboxProcess {
+        let selector = message["process"]
+        let pid = selector?["pid"]?.intValue.flatMap { UInt32(exactly: $0) }
+        let tag = selector?["tag"]?.stringValue
+        guard pid != nil || tag != nil else { throw ConnectFailure(.invalidArgument, "process.pid or process.tag is required.") }
+        guard let p = sandbox.process(pid: pid, tag: tag) else {
+            throw ConnectFailure(.notFound, "process with \(pid.map { "pid \($0)" } ?? "tag \(tag ?? "")") not found")
+        }
+        return p
+    }
+
+    func sendSignal(_ request: inout Request, sandbox: LocalSandbox) async -> Response {
+        await unary(&request) { message in
+            let process = try selected(message, in: sandbox)
+            let signal: Int32
+            switch message["signal"] {
+            case .string("SIGNAL_SIGKILL")?, .int(9)?: signal = SIGKILL
+            case .string("SIGNAL_SIGTERM")?, .int(15)?: signal = SIGTERM
+            default: throw ConnectFailure(.unimplemented, "invalid signal: \(message["signal"]?.display ?? "SIGNAL_UNSPECIFIED")")
+            }
+            try await sandbox.signal(process, signal)
+            return .object([:])
+        }
+    }
+
+    func sendInput(_ request: inout Request, sandbox: LocalSandbox) async -> Response {
+        await unary(&request) { message in
+            let process = try selected(message, in: sandbox)
+            guard let b64 = message["input"]?["stdin"]?.stringValue else {
+                throw ConnectFailure(.unimplemented, "Only stdin input is supported by e2b-local (no PTY).")
+            }
+            guard let bytes = Data(base64Encoded: b64) else { throw ConnectFailure(.invalidArgument, "input.stdin is not base64.") }
+            let result = await Blocking.result { try process.write(stdin: Array(bytes)) }
+            if case .failure = result {
+                throw ConnectFailure(.failedPrecondition, "the process's stdin is not open: start it with stdin true")
+            }
+            return .object([:])
+        }
+    }
+
+    func closeStdin(_ request: inout Request, sandbox: LocalSandbox) async -> Response {
+        await unary(&request) { message in
+            let process = try selected(message, in: sandbox)
+            do { try process.closeStdin() } catch {
+                throw ConnectFailure(.failedPrecondition, "the process's stdin is not open")
+            }
+            return .object([:])
+        }
     }
 
     func listProcesses(_ sandbox: LocalSandbox) -> Response {
@@ -185,82 +293,58 @@ extension E2BLocalResponder {
         }
         return Reply.json(200, .object(["processes": .array(processes)]))
     }
+}
 
-    private func unaryMessage(_ request: inout Request) async -> Result<JSONValue, ConnectFailure> {
-        let contentType = (request.headers[.contentType] ?? "").lowercased()
-        guard contentType.hasPrefix("application/json") else {
-            return .failure(ConnectFailure(.unimplemented, "Use Content-Type application/json: e2b-local speaks Connect with JSON only."))
+extension SandboxProcess {
+    /// Kills the command's process group at its deadline (envd: the process context's timeout).
+    func killAfter(_ deadline: Duration, in sandbox: LocalSandbox) {
+        let ms = Int(deadline.milliseconds)
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(ms)) { [weak self, weak sandbox] in
+            guard let self, let sandbox, !self.hasEnded else { return }
+            sandbox.instance.link.post("signal", ["pid": .int(Int(self.pid)), "signal": .int(Int(SIGKILL))])
         }
-        guard let body = try? await request.collectBody(upTo: 1 << 20) else {
-            return .failure(ConnectFailure(.resourceExhausted, "The request body is over 1 MiB."))
-        }
-        if body.readableBytes == 0 { return .success(.object([:])) }
-        guard let json = JSONValue.parse(Data(body.readableBytesView)), json.objectValue != nil else {
-            return .failure(ConnectFailure(.invalidArgument, "The request message is not a JSON object."))
-        }
-        return .success(json)
     }
 }
 
-/// One `Start` stream: runs the command in the jail and writes its events as they happen.
-struct CommandRun: Sendable {
+/// One `Start` or `Connect` stream: the command's events, keepalives, the deadline, the
+/// client going away, written as Connect envelopes.
+struct CommandStream: Sendable {
     let state: E2BLocalState
     let sandbox: LocalSandbox
-    let process: RunningProcess
-    let argv: [String]
-    let cwd: String
-    let environment: [String: String]
+    let process: SandboxProcess
+    let subscription: SandboxProcess.Subscription
     let deadline: Duration?
+    /// When the deadline passes: for `Start`, the instant the command's kill is due.
+    let deadlineAt: ContinuousClock.Instant?
     let keepalive: Duration?
     let cut: FaultSpec?
     let channel: any Channel
 
     struct StreamCut: Error {}
 
-    typealias Envelope = E2BLocalResponder.Envelope
-
-    func stream(to writer: inout any ResponseBodyWriter) async throws {
-        defer { sandbox.unregister(process.pid) }
-        // A client that goes away (its side of the connection closes) takes its command with it.
-        let watcher = InputCloseWatcher { [process] in process.end(.disconnected) }
-        try? await channel.pipeline.addHandler(watcher, position: .first).get()
-        do {
-            try await streamEvents(to: &writer)
-        } catch {
-            _ = try? await channel.pipeline.removeHandler(watcher).get()
-            throw error
-        }
-        _ = try? await channel.pipeline.removeHandler(watcher).get()
+    enum Item: Sendable {
+        case event(ProcessEvent)
+        case tick
+        case deadline
+        case closed
     }
 
-    private func streamEvents(to writer: inout any ResponseBodyWriter) async throws {
-        let (events, continuation) = AsyncStream.makeStream(of: StreamItem.self)
-        let bridge = OutputBridge(continuation: continuation)
-        process.whenEnded { bridge.close() }
-        defer { bridge.close() }
+    typealias Envelope = E2BLocalResponder.Envelope
 
+    func run(to writer: inout any ResponseBodyWriter) async throws {
+        defer { process.unsubscribe(subscription) }
         try await writer.write(Envelope.event("\"start\":{\"pid\":\(process.pid)}"))
-        var outcome: Result<ProcessOutcomeBox, any Error>?
         var cutNow = cut.map { $0.after == 0 } ?? false
-        if cutNow { process.end(.disconnected) }
-
+        if cutNow {
+            state.logger.info("stream cut (injected fault)", metadata: ["sandbox": .string(sandbox.id)])
+            if cut?.abort == true { throw StreamCut() }
+            try await writer.finish(nil)
+            return
+        }
+        let (items, continuation) = AsyncStream.makeStream(of: Item.self)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { [state, sandbox, process, argv, cwd, environment, deadline] in
-                // The sandbox's end also ends the command (via terminate); this bound is only a backstop.
-                let lifetime = max(1, Int(sandbox.endAt.timeIntervalSinceNow.rounded(.up))) + 5
-                let limit = deadline.map { $0 + .seconds(1) } ?? .seconds(lifetime)
-                let result: Result<ProcessOutcomeBox, any Error>
-                do {
-                    let o = try await state.jail.runCommand(
-                        argv, workspace: sandbox.workspace, mountPoint: E2BLocalConfiguration.home, workingDirectory: cwd,
-                        environment: environment, network: sandbox.network, timeout: limit, outputLimit: 64 * 1024,
-                        uid: sandbox.uid, killer: process.killer, onOutput: { fd, bytes in bridge.push(fd, bytes) })
-                    result = .success(ProcessOutcomeBox(exitCode: o.exitCode, signal: o.signal, timedOut: o.timedOut))
-                } catch {
-                    result = .failure(error)
-                }
-                continuation.yield(.exited(result))
-                continuation.finish()
+            group.addTask { [subscription] in
+                for await e in subscription.events { continuation.yield(.event(e)) }
             }
             if let keepalive {
                 group.addTask {
@@ -270,71 +354,65 @@ struct CommandRun: Sendable {
                     }
                 }
             }
-            if let deadline {
-                group.addTask { [process] in
-                    try await Task.sleep(for: deadline)
-                    process.end(.deadline)
+            if let deadlineAt {
+                group.addTask {
+                    try await Task.sleep(until: deadlineAt, clock: .continuous)
+                    continuation.yield(.deadline)
                 }
             }
-            group.addTask { [channel, process] in
+            group.addTask { [channel] in
                 await ChannelWatch.waitUntilClosed(channel)
-                if !Task.isCancelled { process.end(.disconnected) }
+                continuation.yield(.closed)
             }
+            defer { group.cancelAll() }
 
             var dataEvents = 0
             var lastSent = ContinuousClock.now
-            loop: for await item in events {
+            for await item in items {
                 switch item {
-                case .output(let fd, let bytes):
-                    guard !cutNow else { continue }
+                case .event(.data(let fd, let bytes)):
                     let key = fd == 2 ? "stderr" : "stdout"
-                    let b64 = Data(bytes).base64EncodedString()
-                    try await writer.write(Envelope.event("\"data\":{\"\(key)\":\"\(b64)\"}"))
-                    bridge.written(bytes.count)
+                    try await writer.write(Envelope.event("\"data\":{\"\(key)\":\"\(Data(bytes).base64EncodedString())\"}"))
+                    process.consumed(subscription, bytes.count)
                     lastSent = .now
                     dataEvents += 1
-                    if let cut, dataEvents >= cut.after {
-                        cutNow = true
-                        process.end(.disconnected)
+                    if let cut, dataEvents >= cut.after { cutNow = true }
+                case .event(.end(let end)):
+                    if let deadlineAt, ContinuousClock.now >= deadlineAt {
+                        // Killed at the deadline, and the end came first: the stream's own context has
+                        // expired all the same, so envd sends only the error (start.go).
+                        continuation.yield(.deadline)
+                        continue
                     }
+                    try await writer.write(Envelope.event(end.eventJSON))
+                    try await writer.write(Envelope.endStream())
+                    try await writer.finish(nil)
+                    return
+                case .event(.gone(let why)):
+                    try await writer.write(Envelope.endStream(error: (.unavailable, why)))
+                    try await writer.finish(nil)
+                    return
+                case .deadline:
+                    // No end event: the stream's own context expired (start.go returns ctx.Err()).
+                    let ms = deadline.map { String($0.milliseconds) } ?? "?"
+                    try await writer.write(Envelope.endStream(error: (.deadlineExceeded, "context deadline exceeded (\(ms) ms)")))
+                    try await writer.finish(nil)
+                    return
+                case .closed:
+                    return
                 case .tick:
-                    if let keepalive, ContinuousClock.now - lastSent >= keepalive - .milliseconds(100), !cutNow {
+                    if let keepalive, ContinuousClock.now - lastSent >= keepalive - .milliseconds(100) {
                         try await writer.write(Envelope.event("\"keepalive\":{}"))
                         lastSent = .now
                     }
-                case .exited(let r):
-                    outcome = r
-                    break loop
+                }
+                if cutNow {
+                    state.logger.info("stream cut (injected fault)", metadata: ["sandbox": .string(sandbox.id)])
+                    if cut?.abort == true { throw StreamCut() }
+                    try await writer.finish(nil)
+                    return
                 }
             }
-            group.cancelAll()
         }
-
-        if cutNow, let cut {
-            state.logger.info("stream cut (injected fault)", metadata: ["sandbox": .string(sandbox.id), "pid": .stringConvertible(process.pid)])
-            if cut.abort { throw StreamCut() }
-            try await writer.finish(nil)
-            return
-        }
-        switch (outcome, process.reason) {
-        case (_, .sandboxGone(let why)?):
-            try await writer.write(Envelope.endStream(error: (.unavailable, why)))
-        case (.failure(let error)?, _):
-            try await writer.write(Envelope.endStream(error: (.internalError, "The command could not be started: \(error)")))
-        case (.success(let o)?, let reason) where reason == .deadline || o.timedOut:
-            try await writer.write(E2BLocalResponder.endEvent(exitCode: -1, signal: SIGKILL))
-            let ms = deadline.map { String($0.milliseconds) } ?? "?"
-            try await writer.write(Envelope.endStream(error: (.deadlineExceeded,
-                "The command ran past its deadline of \(ms) ms (Connect-Timeout-Ms) and was killed.")))
-        case (.success(_)?, .signal(let s)?):
-            try await writer.write(E2BLocalResponder.endEvent(exitCode: -1, signal: s))
-            try await writer.write(Envelope.endStream())
-        case (.success(let o)?, _):
-            try await writer.write(E2BLocalResponder.endEvent(exitCode: o.exitCode, signal: o.signal))
-            try await writer.write(Envelope.endStream())
-        case (nil, _):
-            try await writer.write(Envelope.endStream(error: (.canceled, "The command stream ended before the command did.")))
-        }
-        try await writer.finish(nil)
     }
 }

@@ -133,9 +133,11 @@ struct DoctorCommand: AsyncParsableCommand {
         do {
             let config = try E2BConfiguration.fromEnvironment(env)
             let r = try CurlHTTPClient.request(url: config.apiURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/v2/sandboxes?limit=1",
-                                               headers: ["X-API-Key": config.apiKey], timeout: .seconds(8))
+                                               headers: ["X-API-Key": config.apiKey], timeout: .seconds(8), options: config.connection)
             switch r.status {
-            case 200: return Check(name: "e2b", ok: true, detail: "\(config.apiURL) accepted the key; template \(config.templateID)")
+            case 200:
+                return Check(name: "e2b", ok: true, detail: "\(config.apiURL) accepted the key; template \(config.templateID); "
+                    + "sandboxes live at most \(config.maxSandboxTimeout.components.seconds) s (E2B_MAX_SANDBOX_TIMEOUT)")
             case 401, 403: return Check(name: "e2b", ok: false, detail: "\(config.apiURL) refused E2B_API_KEY (\(r.status))")
             default: return Check(name: "e2b", ok: false, detail: "\(config.apiURL) answered HTTP \(r.status)")
             }

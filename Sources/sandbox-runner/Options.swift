@@ -25,6 +25,9 @@ struct RunOptions: ParsableArguments {
     @Option(help: ArgumentHelp("E2B only: keep up to N sandboxes warm between runs of this command.", valueName: "N"))
     var warmPool: Int = 0
 
+    @Flag(help: "E2B only: the PostHog URL given to the sandbox is reachable from E2B's cloud (a tunnel or public address); without it --demo refuses a cloud E2B.")
+    var sandboxReachesPosthog = false
+
     @Option(help: ArgumentHelp("Wall-clock limit in seconds (default: the template's, or 60).", valueName: "seconds"))
     var timeout: Int?
 
@@ -57,6 +60,11 @@ struct RunOptions: ParsableArguments {
         if backend == "e2b" {
             var config = try E2BConfiguration.fromEnvironment(context.environment)
             config.warmPoolSize = warmPool
+            if demo && !config.sandboxesAreLocal && !sandboxReachesPosthog {
+                throw RunnerError(.badInput, "--demo serves PostHog on this machine's loopback, which an E2B cloud sandbox cannot reach: "
+                    + "use --demo with --backend local or with e2b-local (E2B_API_URL=http://127.0.0.1:PORT), or pass "
+                    + "--sandbox-reaches-posthog if the PostHog URL given to the sandbox is reachable from E2B.")
+            }
             return E2BBackend(config: config)
         }
         var limits = JailLimits()
@@ -124,7 +132,7 @@ struct RunSetup {
     }
 
     func stop() {
-        (backend as? E2BBackend)?.shutdown()
+        stopBackend(backend)
         demo?.stop()
     }
 }

@@ -41,9 +41,9 @@ func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCat
         return src
     }
     var result = await executor.run(request, killer: killer)
+    var worst = result
     if times > 1 {
         // Repeated runs share the backend (a warm E2B pool is reused): one result per line.
-        var worst = result
         FileHandle.standardOutput.write(Data((result.jsonText(pretty: false) + "\n").utf8))
         for _ in 1..<times where !killer.cancelled {
             var again = request
@@ -52,27 +52,37 @@ func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCat
             FileHandle.standardOutput.write(Data((result.jsonText(pretty: false) + "\n").utf8))
             if !result.success && worst.success { worst = result }
         }
-        signals.forEach { $0.cancel() }
-        (backend as? E2BBackend)?.shutdown()
-        server?.stop()
-        finish(worst.exitStatus)
+    } else {
+        // The result is handed back first; the sandbox's kill (E2B) follows off the critical path.
+        write(result, json: options.json)
     }
     signals.forEach { $0.cancel() }
-    (backend as? E2BBackend)?.shutdown()
+    stopBackend(backend)
     server?.stop()
-    emit(result, json: options.json)
+    finish(worst.exitStatus)
+}
+
+/// Waits for the backend's pending cleanup (E2B kills) and says what could not be cleaned up.
+func stopBackend(_ backend: any SandboxBackend) {
+    for failure in (backend as? E2BBackend)?.shutdown() ?? [] {
+        FileHandle.standardError.write(Data("warning: \(failure)\n".utf8))
+    }
 }
 
 /// Prints the result document: exact JSON with `--json`; for a person, the same JSON with the
 /// control characters a script could have printed (DEL, C1) escaped, and the error on stderr
 /// with every control character escaped.
 func emit(_ result: RunResult, json: Bool) -> Never {
+    write(result, json: json)
+    finish(result.exitStatus)
+}
+
+func write(_ result: RunResult, json: Bool) {
     let text = json ? result.jsonText(pretty: false) : TerminalText.escapeJSON(result.jsonText(pretty: true))
     FileHandle.standardOutput.write(Data((text + "\n").utf8))
     if !result.success, let error = result.error, !json {
         FileHandle.standardError.write(Data("error: \(TerminalText.escape(error))\n".utf8))
     }
-    finish(result.exitStatus)
 }
 
 /// Ends the process at once: everything was written with write(2) (FileHandle), and the sandbox,

@@ -11,7 +11,7 @@ values = {"step_%d" % i: name for i, name in enumerate(STEPS)}
 values.update({"steps": list(STEPS), "days": DAYS, "window": WINDOW_DAYS * 86400})
 QUERY = (
     "SELECT level, count() AS users FROM ("
-    " SELECT distinct_id, windowFunnel({window})(timestamp, " + conditions + ") AS level"
+    " SELECT distinct_id, windowFunnel({window})(toDateTime(timestamp), " + conditions + ") AS level"
     " FROM events WHERE timestamp >= now() - toIntervalDay({days}) AND timestamp < now() AND event IN {steps}"
     " GROUP BY distinct_id"
     ") GROUP BY level ORDER BY level LIMIT 100"

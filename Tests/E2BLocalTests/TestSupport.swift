@@ -8,6 +8,8 @@ import Testing
 struct LocalServer: Sendable {
     let url: String
     let server: E2BLocalServer
+    /// How a client reaches it: the CA to trust when it serves TLS.
+    var options = CurlConnectionOptions()
     var key: String { server.configuration.apiKey }
 
     /// Starts a server, runs `body`, checks that no sandbox is left, and shuts the server down.
@@ -32,9 +34,12 @@ struct LocalServer: Sendable {
                 Issue.record("The server stopped before it listened.")
                 return
             }
-            #expect(url.hasPrefix("http://127.0.0.1:"))
+            #expect(url.hasPrefix(config.tls == nil ? "http://127.0.0.1:" : "https://127.0.0.1:"))
             #expect(!url.hasSuffix(":0"))
-            let local = LocalServer(url: url, server: server)
+            var local = LocalServer(url: url, server: server)
+            if let chain = config.tls?.certificateChain {
+                local.options.caFile = URL(fileURLWithPath: chain).deletingLastPathComponent().appendingPathComponent("ca.pem").path
+            }
             do {
                 try await body(local)
             } catch {
@@ -58,8 +63,9 @@ struct LocalServer: Sendable {
     func request(_ method: String, _ path: String, headers: [String: String] = [:], body: [UInt8]? = nil,
                  timeout: Duration = .seconds(30)) async throws -> HTTPResponse {
         let url = self.url + path
+        let options = self.options
         return try await onThread {
-            try CurlHTTPClient.request(method: method, url: url, headers: headers, body: body, timeout: timeout)
+            try CurlHTTPClient.request(method: method, url: url, headers: headers, body: body, timeout: timeout, options: options)
         }
     }
 
@@ -70,11 +76,13 @@ struct LocalServer: Sendable {
     }
 
     func create(timeout: Int = 60, metadata: [String: String] = [:], envVars: [String: String] = [:],
-                secure: Bool = true) async throws -> Sandbox {
-        let r = try await api("POST", "/v2/sandboxes", json: .object([
-            "templateID": .string("base"), "timeout": .int(timeout), "secure": .bool(secure),
+                extra: [String: JSONValue] = [:]) async throws -> Sandbox {
+        var body: [String: JSONValue] = [
+            "templateID": .string("base"), "timeout": .int(timeout),
             "metadata": .object(metadata.mapValues(JSONValue.string)), "envVars": .object(envVars.mapValues(JSONValue.string)),
-        ]))
+        ]
+        body.merge(extra) { _, e in e }
+        let r = try await api("POST", "/v2/sandboxes", json: .object(body))
         try #require(r.status == 201, "create answered \(r.status): \(r.text)")
         let j = r.json
         return Sandbox(id: try #require(j["sandboxID"]?.stringValue), token: j["envdAccessToken"]?.stringValue)
@@ -84,6 +92,13 @@ struct LocalServer: Sendable {
         let r = try await api("DELETE", "/sandboxes/\(sandbox.id)")
         #expect(r.status == 204)
     }
+
+    /// A unary Connect call (`List`, `SendSignal`, filesystem RPCs) with a JSON message.
+    func rpc(_ sandbox: Sandbox, _ path: String, _ message: JSONValue) async throws -> HTTPResponse {
+        try await envd(sandbox, "POST", path, headers: ["Content-Type": "application/json"], body: Array(message.jsonText().utf8))
+    }
+
+    func stats() async throws -> JSONValue { try await request("GET", "/_local/stats").json }
 
     func envd(_ sandbox: Sandbox, _ method: String, _ path: String, headers: [String: String] = [:], body: [UInt8]? = nil,
               timeout: Duration = .seconds(30)) async throws -> HTTPResponse {
@@ -102,23 +117,32 @@ struct LocalServer: Sendable {
 
     /// Runs a command through `process.Process/Start` and collects the stream with arrival times.
     func run(_ sandbox: Sandbox, _ command: String, envs: [String: String] = [:], cwd: String? = nil,
-             timeoutMs: Int? = nil, keepalive: Int? = nil) async throws -> CommandStream {
+             timeoutMs: Int? = nil, keepalive: Int? = nil, clientTimeout: Duration = .seconds(60)) async throws -> CommandStream {
         var process: [String: JSONValue] = ["cmd": .string("/bin/bash"), "args": .array([.string("-l"), .string("-c"), .string(command)]),
                                             "envs": .object(envs.mapValues(JSONValue.string))]
         if let cwd { process["cwd"] = .string(cwd) }
-        let message = Array(JSONValue.object(["process": .object(process), "stdin": .bool(false)]).jsonText().utf8)
+        let message = JSONValue.object(["process": .object(process), "stdin": .bool(false)])
+        return try await stream(sandbox, "/process.Process/Start", message, timeoutMs: timeoutMs, keepalive: keepalive,
+                                clientTimeout: clientTimeout)
+    }
+
+    /// A server-streaming Connect call (`Start`, `Connect`, `WatchDir`), collected with arrival times.
+    func stream(_ sandbox: Sandbox, _ path: String, _ message: JSONValue, timeoutMs: Int? = nil, keepalive: Int? = nil,
+                clientTimeout: Duration = .seconds(60)) async throws -> CommandStream {
         var headers = sandbox.headers
         headers["Content-Type"] = "application/connect+json"
         headers["Connect-Protocol-Version"] = "1"
         if let timeoutMs { headers["Connect-Timeout-Ms"] = String(timeoutMs) }
         if let keepalive { headers["Keepalive-Ping-Interval"] = String(keepalive) }
-        let url = self.url + "/process.Process/Start"
+        let url = self.url + path
+        let options = self.options
+        let body = Frames.encode(Array(message.jsonText().utf8))
         return try await onThread { [headers] in
             let stream = CommandStream()
             let start = ContinuousClock.now
             do {
-                let r = try CurlEasy().perform(method: "POST", url: url, headers: headers, body: Frames.encode(message),
-                                               timeout: .seconds(60)) { chunk in
+                let r = try CurlEasy(options: options).perform(method: "POST", url: url, headers: headers, body: body,
+                                                               timeout: clientTimeout) { chunk in
                     stream.feed(chunk, at: ContinuousClock.now - start)
                     return true
                 }
@@ -166,6 +190,8 @@ final class CommandStream: @unchecked Sendable {
     var transportError: HTTPError?
     var frames: [Frame] = []
     var total: Duration = .zero
+    /// The body of a non-200 answer, parsed.
+    var errorJSON: JSONValue { errorBody.flatMap { JSONValue.parse(Data($0.utf8)) } ?? .null }
     private var buffer: [UInt8] = []
 
     func feed(_ bytes: UnsafeRawBufferPointer, at: Duration) {
@@ -195,6 +221,22 @@ final class CommandStream: @unchecked Sendable {
 
 extension HTTPResponse {
     var json: JSONValue { JSONValue.parse(Data(body)) ?? .null }
+}
+
+/// Host processes running as `uid` (a sandbox's user as the host sees it).
+func hostProcesses(uid: uid_t) -> [Int32] {
+    let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap { Int32($0) } ?? []
+    return pids.filter { pid in
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") }) else { return false }
+        return line.split(whereSeparator: { $0 == "\t" || $0 == " " }).dropFirst().first.flatMap { uid_t($0) } == uid
+    }
+}
+
+/// Host processes in the pid namespace named like `pid:[4026532181]`.
+func hostProcesses(inPidNamespace ns: String) -> [Int32] {
+    let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap { Int32($0) } ?? []
+    return pids.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/ns/pid")) == ns }
 }
 
 /// Runs blocking work (libcurl) on its own thread, never on the cooperative pool.

@@ -2,15 +2,16 @@ import Foundation
 import Testing
 @testable import SandboxRunner
 
-/// `sandbox-runner e2b-local` on loopback, started fresh for a test with the given faults.
+/// `sandbox-runner e2b-local` on loopback, started fresh for a test with the given faults. Strict
+/// by default: an envd call carrying the team API key, or the deprecated create, is refused.
 final class E2BLocalProcess {
     let child: ChildProcess
     let url: String
     static let key = "e2b_local_test_key"
 
-    init(faults: [String] = [], extra: [String] = []) throws {
+    init(faults: [String] = [], extra: [String] = [], strict: Bool = true) throws {
         child = try ChildProcess.start(executable: Repo.binary.path,
-                                       arguments: ["e2b-local", "--port", "0"] + faults.flatMap { ["--fault", $0] } + extra,
+                                       arguments: ["e2b-local", "--port", "0"] + (strict ? ["--strict"] : []) + faults.flatMap { ["--fault", $0] } + extra,
                                        environment: ["PATH": "/usr/bin:/bin", "E2B_API_KEY": Self.key, "HOME": NSTemporaryDirectory()])
         let deadline = ContinuousClock.now + .seconds(30)
         var found: String?
@@ -34,40 +35,82 @@ final class E2BLocalProcess {
         return c
     }
 
-    /// The server's own count of sandboxes still alive.
-    func liveSandboxes() throws -> Int {
-        let r = try CurlHTTPClient.request(url: url + "/_local/stats")
-        return JSONValue.parse(Data(r.body))?["live_sandboxes"]?.intValue ?? -1
-    }
+    var stats: JSONValue { (try? CurlHTTPClient.request(url: url + "/_local/stats")).flatMap { JSONValue.parse(Data($0.body)) } ?? .null }
 
-    func requests(_ route: String) throws -> Int {
-        let r = try CurlHTTPClient.request(url: url + "/_local/stats")
-        return JSONValue.parse(Data(r.body))?["requests"]?[route]?.intValue ?? 0
-    }
+    /// The server's own count of sandboxes still alive.
+    func liveSandboxes() throws -> Int { stats["live_sandboxes"]?.intValue ?? -1 }
+
+    func requests(_ route: String) throws -> Int { stats["requests"]?[route]?.intValue ?? 0 }
+}
+
+/// Output chunks gathered from a callback thread.
+final class Collected: @unchecked Sendable {
+    private let lock = NSLock()
+    private var bytes: [Int32: [UInt8]] = [:]
+    func add(_ fd: Int32, _ b: [UInt8]) { lock.lock(); bytes[fd, default: []] += b; lock.unlock() }
+    func text(_ fd: Int32) -> String { lock.lock(); defer { lock.unlock() }; return String(decoding: bytes[fd] ?? [], as: UTF8.self) }
 }
 
 @Suite("E2B backend against e2b-local", .serialized, .timeLimit(.minutes(3)))
 struct E2BBackendTests {
-    func run(_ script: String, server: E2BLocalProcess, config: E2BConfiguration? = nil, timeout: Duration = .seconds(30),
-             environment: [String: String] = [:]) async throws -> RunResult {
-        let backend = E2BBackend(config: config ?? server.config())
-        let executor = Executor(catalog: Repo.catalog(), assembler: try BundleAssembler(sandboxDirectory: Repo.locator.sandboxDirectory),
-                                backend: backend, environment: environment)
-        defer { backend.shutdown() }
-        return await executor.run(RunRequest(source: .script(source: script, label: "t.py"), timeout: timeout, network: .host))
+    func executor(_ backend: E2BBackend, environment: [String: String] = [:]) throws -> Executor {
+        Executor(catalog: Repo.catalog(), assembler: try BundleAssembler(sandboxDirectory: Repo.locator.sandboxDirectory),
+                 backend: backend, environment: environment)
     }
 
-    @Test func runsAndLeavesNothingAlive() async throws {
+    func run(_ script: String, server: E2BLocalProcess, config: E2BConfiguration? = nil, timeout: Duration = .seconds(30),
+             network: NetworkPolicy = .host, environment: [String: String] = [:]) async throws -> RunResult {
+        let backend = E2BBackend(config: config ?? server.config())
+        defer { backend.shutdown() }
+        return await try executor(backend, environment: environment)
+            .run(RunRequest(source: .script(source: script, label: "t.py"), timeout: timeout, network: network))
+    }
+
+    /// The attack: the team API key travels with envd calls, where E2B's proxy hands it to the
+    /// sandbox (a script with sudo reads envd's traffic). e2b-local counts envd calls carrying it
+    /// and, in strict mode, refuses them. Before this change every call carried it.
+    @Test func theAPIKeyNeverReachesEnvd() async throws {
         let server = try E2BLocalProcess()
         let secret = "phx_e2btest_\(UUID().uuidString.prefix(8))"
-        let r = try await run("import os, json; print(json.dumps({'k': os.environ['POSTHOG_PERSONAL_API_KEY'], 'cwd': os.getcwd()}))",
-                              server: server, environment: ["POSTHOG_PERSONAL_API_KEY": secret])
+        let backend = E2BBackend(config: server.config())
+        let r = await try executor(backend, environment: ["POSTHOG_PERSONAL_API_KEY": secret]).run(RunRequest(
+            source: .script(source: "import os, json; print(json.dumps({'k': os.environ['POSTHOG_PERSONAL_API_KEY'], 'cwd': os.getcwd(), "
+                + "'bundle': [k for k in os.environ if 'BUNDLE' in k]}))", label: "t.py"), network: .host))
         #expect(r.success, "\(r.error ?? "") \(r.stderr)")
         #expect(r.backend == "e2b")
         #expect(r.data?["k"] == .string("[REDACTED]"))
         #expect(r.data?["cwd"]?.stringValue?.hasPrefix("/home/user/run-") == true)
+        #expect(r.data?["bundle"] == .array([]), "the inline bundle is gone from the script's environment")
+        #expect(backend.roundTripsOfLastRun == 2, "create and Start only, before the result")
+        backend.shutdown()
+        #expect(server.stats["envd_calls_with_api_key"] == .int(0))
+        #expect(try server.requests("POST /v2/sandboxes") == 1)
+        #expect(try server.requests("POST /files") == 0, "the bundle travels inside Start")
+        #expect(try server.requests("DELETE /sandboxes/{id}") == 1)
         #expect(try server.liveSandboxes() == 0)
-        #expect(try server.requests("POST /sandboxes") + server.requests("POST /v2/sandboxes") == 1)
+    }
+
+    @Test func theKillComesAfterTheResult() async throws {
+        // Every kill waits 3 s at the server: the result must not.
+        let server = try E2BLocalProcess(faults: ["latency:ms=3000:count=*:path=/sandboxes/"])
+        let backend = E2BBackend(config: server.config())
+        let r = await try executor(backend).run(RunRequest(source: .script(source: "print('ok')", label: "t.py")))
+        #expect(r.success, "\(r.error ?? "")")
+        #expect(try server.liveSandboxes() == 1, "the result came back before the kill finished")
+        #expect(backend.shutdown().isEmpty)
+        #expect(try server.liveSandboxes() == 0, "shutdown waits for the pending kill")
+    }
+
+    @Test func outputIsHandedOnAsItStreams() async throws {
+        let server = try E2BLocalProcess()
+        let backend = E2BBackend(config: server.config())
+        defer { backend.shutdown() }
+        let seen = Collected()
+        var request = RunRequest(source: .script(source: "import sys\nprint('out')\nsys.stderr.write('err\\n')", label: "t.py"))
+        request.onOutput = { fd, chunk in seen.add(fd, Array(chunk)) }
+        let r = await try executor(backend).run(request)
+        #expect(r.success, "\(r.error ?? "")")
+        #expect(seen.text(1) == "out\n" && seen.text(2) == "err\n")
     }
 
     @Test func nonZeroExitIsAResult() async throws {
@@ -82,13 +125,10 @@ struct E2BBackendTests {
 
     @Test func timeoutKillsTheSandbox() async throws {
         let server = try E2BLocalProcess()
-        let clock = ContinuousClock()
-        let start = clock.now
         let r = try await run("import time; print('tick', flush=True); time.sleep(60)", server: server, timeout: .seconds(2))
         #expect(r.timedOut)
         #expect(r.exitStatus == 124)
         #expect(r.output == "tick\n")
-        #expect(clock.now - start < .seconds(15))
         #expect(try server.liveSandboxes() == 0)
     }
 
@@ -96,7 +136,17 @@ struct E2BBackendTests {
         let server = try E2BLocalProcess(faults: ["create-429:count=2:retry_after=0", "create-503:count=1"])
         let r = try await run("print('ok')", server: server)
         #expect(r.success, "\(r.error ?? "")")
-        #expect(try server.requests("POST /sandboxes") == 4)
+        #expect(try server.requests("POST /v2/sandboxes") == 4)
+        #expect(try server.liveSandboxes() == 0)
+    }
+
+    /// A create whose 201 is lost on the way back: retried with the same Idempotency-Key, it gets
+    /// the sandbox the first attempt made instead of leaving that one orphaned until its timeout.
+    @Test func aLostCreateAnswerLeavesExactlyOneSandbox() async throws {
+        let server = try E2BLocalProcess(faults: ["create-drop"], strict: false)
+        let r = try await run("print('ok')", server: server)
+        #expect(r.success, "\(r.error ?? "")")
+        #expect(server.stats["sandboxes_created"] == .int(1))
         #expect(try server.liveSandboxes() == 0)
     }
 
@@ -109,12 +159,18 @@ struct E2BBackendTests {
         #expect(try server.liveSandboxes() == 0)
     }
 
-    @Test func failedUploadStillKills() async throws {
+    @Test func aBundleTooBigToInlineIsUploadedAndAFailedUploadStillKills() async throws {
         let server = try E2BLocalProcess(faults: ["upload-502:count=1"])
-        let r = try await run("print('ok')", server: server)
-        #expect(!r.success)
-        #expect(r.exitStatus == 69)
+        var config = server.config()
+        config.inlineBundleLimit = 16
+        let failed = try await run("print('ok')", server: server, config: config)
+        #expect(!failed.success)
+        #expect(failed.exitStatus == 69)
         #expect(try server.requests("DELETE /sandboxes/{id}") == 1)
+        let uploaded = try await run("print('ok')", server: server, config: config)
+        #expect(uploaded.success, "\(uploaded.error ?? "")")
+        #expect(try server.requests("POST /files") == 2)
+        #expect(server.stats["envd_calls_with_api_key"] == .int(0))
         #expect(try server.liveSandboxes() == 0)
     }
 
@@ -137,23 +193,22 @@ struct E2BBackendTests {
         #expect(r.error?.contains("e2b_wrong_key_123") == false)
     }
 
-    @Test func warmPoolSkipsCreateAndUpload() async throws {
+    @Test func aColdRunIsTwoRoundTripsAndAWarmOneIsOne() async throws {
         let server = try E2BLocalProcess()
         var config = server.config()
         config.warmPoolSize = 1
         let backend = E2BBackend(config: config)
-        let executor = Executor(catalog: Repo.catalog(), assembler: try BundleAssembler(sandboxDirectory: Repo.locator.sandboxDirectory),
-                                backend: backend, environment: [:])
+        let executor = try executor(backend)
         let request = { RunRequest(source: .template(name: "echo_vars", inputs: ["who": .text("w")]), network: .host) }
         let cold = await executor.run(request())
         let coldTrips = backend.roundTripsOfLastRun
         let warm = await executor.run(request())
         let warmTrips = backend.roundTripsOfLastRun
         #expect(cold.success && warm.success, "\(cold.error ?? "") \(warm.error ?? "")")
-        #expect(coldTrips <= 4, "cold run made \(coldTrips) round trips")
-        #expect(warmTrips <= 2, "warm run made \(warmTrips) round trips")
-        #expect(try server.requests("POST /sandboxes") == 1)
-        #expect(try server.requests("POST /files") == 1)
+        #expect(coldTrips == 2, "cold run made \(coldTrips) round trips before its result")
+        #expect(warmTrips == 1, "warm run made \(warmTrips) round trips before its result")
+        #expect(try server.requests("POST /v2/sandboxes") == 1)
+        #expect(try server.requests("POST /process.Process/Start") == 2)
         #expect(try server.liveSandboxes() == 1)
         backend.shutdown()
         #expect(try server.liveSandboxes() == 0)
@@ -162,10 +217,7 @@ struct E2BBackendTests {
     @Test func cancellationKillsTheSandbox() async throws {
         let server = try E2BLocalProcess()
         let backend = E2BBackend(config: server.config())
-        let executor = Executor(catalog: Repo.catalog(), assembler: try BundleAssembler(sandboxDirectory: Repo.locator.sandboxDirectory),
-                                backend: backend, environment: [:])
-        let clock = ContinuousClock()
-        let start = clock.now
+        let executor = try executor(backend)
         let task = Task {
             await executor.run(RunRequest(source: .script(source: "import time; time.sleep(60)", label: "s.py"), timeout: .seconds(60)))
         }
@@ -173,7 +225,69 @@ struct E2BBackendTests {
         task.cancel()
         let r = await task.value
         #expect(!r.success)
-        #expect(clock.now - start < .seconds(15))
+        backend.shutdown()
         #expect(try server.liveSandboxes() == 0)
+    }
+
+    /// E2B answers 400 "Timeout cannot be greater than 1 hours" to a lifetime over the plan's; the
+    /// run is refused before that, with nothing created.
+    @Test func aRunTooLongForThePlanIsRefusedBeforeCreate() async throws {
+        let server = try E2BLocalProcess()
+        var config = server.config()
+        config.maxSandboxTimeout = .seconds(600)
+        let r = try await run("print('never')", server: server, config: config, timeout: .seconds(600))
+        #expect(!r.success)
+        #expect(r.exitStatus == 64)
+        #expect(r.error?.contains("E2B_MAX_SANDBOX_TIMEOUT") == true)
+        #expect(server.stats["total"] == .int(0), "nothing reached E2B")
+        let fits = try await run("print('fits')", server: server, config: config, timeout: .seconds(585))
+        #expect(fits.success, "\(fits.error ?? "")")
+        #expect(try server.liveSandboxes() == 0)
+    }
+
+    @Test(arguments: [(NetworkPolicy.none, "1"), (NetworkPolicy.host, "more")])
+    func theNetworkPolicyReachesCreate(policy: NetworkPolicy, interfaces: String) async throws {
+        let server = try E2BLocalProcess()
+        let r = try await run("import socket; n = len(socket.if_nameindex()); print(n if n == 1 else 'more')", server: server, network: policy)
+        #expect(r.success, "\(r.error ?? "")")
+        #expect(r.output == interfaces + "\n")
+        #expect(r.network == policy.rawValue)
+    }
+
+    // MARK: the CLI
+
+    @Test func demoAgainstACloudE2BIsRefused() throws {
+        let cloud = try runCLI(["exec", "-", "--backend", "e2b", "--demo", "--json"],
+                               environment: ["E2B_API_KEY": "e2b_0000", "E2B_API_URL": "https://api.e2b.app", "SANDBOX_RUNNER_HOME": Repo.root.path])
+        #expect(cloud.status == 64)
+        #expect(cloud.json?["error"]?.stringValue?.contains("cannot reach") == true, "\(cloud.stdout)")
+        #expect(cloud.json?["errorKind"] == .string("badInput"))
+    }
+
+    @Test func demoAgainstE2BLocalWorks() throws {
+        let server = try E2BLocalProcess()
+        let script = NSTemporaryDirectory() + "demo-\(UUID().uuidString).py"
+        try """
+        import os, urllib.request
+        req = urllib.request.Request(os.environ['POSTHOG_API_URL'] + '/api/users/@me/',
+                                     headers={'Authorization': 'Bearer ' + os.environ['POSTHOG_PERSONAL_API_KEY']})
+        print(urllib.request.urlopen(req, timeout=10).status)
+        """.write(toFile: script, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: script) }
+        let r = try runCLI(["exec", script, "--backend", "e2b", "--demo", "--json"],
+                           environment: ["E2B_API_KEY": E2BLocalProcess.key, "E2B_API_URL": server.url, "SANDBOX_RUNNER_HOME": Repo.root.path],
+                           timeout: .seconds(180))
+        #expect(r.json?["success"] == .bool(true), "\(r.stdout) \(r.stderr)")
+        #expect(r.json?["output"] == .string("200\n"), "the sandbox reached posthog-local on this machine's loopback")
+        #expect(try server.liveSandboxes() == 0, "the CLI waited for the kill before it exited")
+    }
+
+    @Test func theCLIRefusesARunTooLongForThePlan() throws {
+        let server = try E2BLocalProcess()
+        let r = try runCLI(["exec", "-", "--backend", "e2b", "--timeout", "3600", "--json"],
+                           environment: ["E2B_API_KEY": E2BLocalProcess.key, "E2B_API_URL": server.url])
+        #expect(r.status == 64)
+        #expect(r.json?["error"]?.stringValue?.contains("at most 3585 s") == true, "\(r.stdout)")
+        #expect(server.stats["total"] == .int(0))
     }
 }

@@ -11,13 +11,15 @@ struct TemplateSchemaTests {
         #expect(s["additionalProperties"] == .bool(false))
         #expect(s["required"] == .array([.string("who")]))
         let days = try #require(s["properties"]?["days"])
-        #expect(days["type"] == .string("integer"))
+        // Optional variables also take null (their default), as the renderer does.
+        #expect(days["type"] == .array([.string("integer"), .string("null")]))
         #expect(days["minimum"] == .int(1))
         #expect(days["maximum"] == .int(90))
         #expect(days["default"] == .int(7))
         #expect(days["description"] == .string("A bounded integer."))
-        #expect(s["properties"]?["mode"]?["enum"] == .array([.string("day"), .string("week")]))
-        #expect(s["properties"]?["steps"]?["type"] == .string("array"))
+        #expect(s["properties"]?["mode"]?["enum"] == .array([.string("day"), .string("week"), .null]))
+        #expect(s["properties"]?["steps"]?["type"] == .array([.string("array"), .string("null")]))
+        #expect(s["properties"]?["who"]?["type"] == .string("string"))  // required: no null
         #expect(s["properties"]?["steps"]?["maxItems"] == .int(5))
         #expect(s["properties"]?["since"]?["format"] == .string("date"))
         #expect(s["properties"]?["event"]?["pattern"] == .string(VariableValidator.identifierPattern))

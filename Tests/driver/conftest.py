@@ -33,14 +33,14 @@ def pytest_configure(config: pytest.Config) -> None:
 def server() -> Iterator[Server]:
     data = Path(os.environ["POSTHOG_LOCAL_TEST_DATA"]) if os.environ.get("POSTHOG_LOCAL_TEST_DATA") \
         else cache_dir("seed-42")
-    srv = start_server(data, env=ENV)
+    srv = start_server(data, "--no-limits", env=ENV)  # tests that need the limits switch them on
     yield srv
     assert stop_server(srv) == 0
 
 
 @pytest.fixture(scope="session")
 def bulk_server() -> Iterator[Server]:
-    srv = start_server(cache_dir(f"bulk-{BULK_EVENTS}-seed-42"), "--bulk-events", str(BULK_EVENTS), env=ENV)
+    srv = start_server(cache_dir(f"bulk-{BULK_EVENTS}-seed-42"), "--bulk-events", str(BULK_EVENTS), "--no-limits", env=ENV)
     yield srv
     assert stop_server(srv) == 0
 

@@ -10,7 +10,7 @@ import pytest
 from driver_support import requests_to, stats
 from phl_support import PROJECT_ID, Server
 
-from posthog_driver import PostHogClient, QueryResult, rows_of
+from posthog_driver import PostHogClient, QueryError, QueryResult, rows_of
 
 
 def _truth(server: Server, template: str, index: int = 0) -> dict[str, Any]:
@@ -246,19 +246,18 @@ def test_export_across_sparse_and_dense_stretches(client: PostHogClient, local: 
     assert queries <= 3 * (expected // 5000 + 1) + 20
 
 
-def test_an_asynchronous_query_answer_is_awaited(client: PostHogClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    """PostHog may queue a query (`query_status.complete: false`); the driver polls query/{id}/."""
-    calls: list[tuple[str, str]] = []
-    final = {"columns": ["n"], "results": [[7]], "types": [["n", "UInt64"]], "hasMore": False}
+def test_an_asynchronous_query_answer_is_awaited(client: PostHogClient, local: Server) -> None:
+    """refresh=force_async: PostHog answers 202 with `query_status` (posthog/api/query.py create) and
+    the driver polls GET query/{id}/ (202 while running, 200 with query_status.results when done)."""
+    answer = client.query("SELECT count() AS n FROM events WHERE event = {e}", {"e": "signed_up"}, refresh="force_async")
+    assert answer.rows == [{"n": answer.rows[0]["n"]}] and answer.rows[0]["n"] > 0
+    requests = stats(local)["requests"]
+    assert requests.get(f"POST /api/projects/{PROJECT_ID}/query/") == 1
+    assert sum(n for k, n in requests.items() if k.startswith(f"GET /api/projects/{PROJECT_ID}/query/")) >= 1
 
-    def fake_api(method: str, path: str, **kwargs: Any) -> Any:
-        calls.append((method, path))
-        if method == "POST":
-            return {"query_status": {"id": "abc123", "complete": False}}
-        if len(calls) < 3:
-            return {"query_status": {"id": "abc123", "complete": False}}
-        return {"query_status": {"id": "abc123", "complete": True, "results": final}}
 
-    monkeypatch.setattr(client, "_api", fake_api)
-    assert client.query("SELECT 7 AS n").rows == [{"n": 7}]
-    assert calls == [("POST", "query/"), ("GET", "query/abc123/"), ("GET", "query/abc123/")]
+def test_an_asynchronous_query_error_is_a_query_error(client: PostHogClient) -> None:
+    with pytest.raises(QueryError) as caught:
+        client.query("SELECT nope_not_a_function(1)", refresh="force_async")
+    assert "Unsupported function call 'nope_not_a_function(...)'" in str(caught.value)
+

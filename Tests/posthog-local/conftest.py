@@ -31,7 +31,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(data_dir: Path) -> Iterator[Server]:
-    srv = start_server(data_dir, env=ENV)
+    srv = start_server(data_dir, "--no-limits", env=ENV)  # tests that need the limits switch them on
     yield srv
     assert stop_server(srv) == 0
 

@@ -20,6 +20,8 @@ PERSONAL_KEY = "phx_test_personal_key_0123456789abcdef"
 PROJECT_KEY = "phc_test_project_key_0123456789abcdef"
 READONLY_KEY = "phx_test_readonly_key_0123456789abcdef"
 PROJECT_ID = 7
+NY_PROJECT_ID = 8  # the second demo project: America/New_York, weeks from Sunday
+NY_PROJECT_KEY = "phc_test_ny_project_key_0123456789abcdef"
 
 
 @dataclass
@@ -92,4 +94,6 @@ ENV = {
     "POSTHOG_PROJECT_API_KEY": PROJECT_KEY,
     "POSTHOG_PROJECT_ID": str(PROJECT_ID),
     "POSTHOG_LOCAL_READONLY_KEY": READONLY_KEY,
+    "POSTHOG_LOCAL_NY_PROJECT_ID": str(NY_PROJECT_ID),
+    "POSTHOG_LOCAL_NY_PROJECT_API_KEY": NY_PROJECT_KEY,
 }

@@ -35,7 +35,7 @@ def test_missing_or_wrong_key_is_401(server: Server, headers: dict, code: str) -
 
 
 def test_wrong_project_is_403_and_current_alias_works(server: Server) -> None:
-    wrong = server.session.get(f"{server.url}/api/projects/{PROJECT_ID + 1}/cohorts/",
+    wrong = server.session.get(f"{server.url}/api/projects/{PROJECT_ID + 50}/cohorts/",
                                headers=server.auth(), timeout=10)
     assert wrong.status_code == 403 and error_of(wrong)["code"] == "permission_denied"
     for prefix in ("projects/@current", f"environments/{PROJECT_ID}", "environments/@current"):

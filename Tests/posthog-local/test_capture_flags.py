@@ -150,3 +150,27 @@ def test_flag_report_truth_matches_server(server: Server) -> None:
         got = flags_v2(server, did)["flags"]
         assert {k: {"enabled": v["enabled"], "variant": v["variant"]} for k, v in got.items()
                 if k in expected} == expected
+
+
+def test_condition_groups_with_a_variant_override_are_evaluated_first(server: Server) -> None:
+    """PostHog (posthog/models/feature_flag/flag_matching.py): a stable sort puts condition groups
+    with a variant override before the others; the reason keeps the group's own index; an override
+    that is not one of the flag's variants falls back to the hashed variant."""
+    key = f"override-order-{uuid.uuid4().hex[:6]}"
+    created = server.session.post(f"{server.project}/feature_flags/", headers=server.auth(), timeout=10, json={
+        "key": key, "name": "override order", "active": True, "filters": {
+            "groups": [{"properties": [], "rollout_percentage": 100},
+                       {"properties": [{"key": "plan", "type": "person", "operator": "exact", "value": ["enterprise"]}],
+                        "rollout_percentage": 100, "variant": "test"},
+                       {"properties": [{"key": "plan", "type": "person", "operator": "exact", "value": ["pro"]}],
+                        "rollout_percentage": 100, "variant": "no-such-variant"}],
+            "multivariate": {"variants": [{"key": "control", "rollout_percentage": 100},
+                                          {"key": "test", "rollout_percentage": 0}]}}})
+    assert created.status_code == 201, created.text
+    # every hashed assignment is "control" (100 %); only the override gives "test"
+    enterprise = flags_v2(server, "override-user-1", person_properties={"plan": "enterprise"})["flags"][key]
+    assert enterprise["variant"] == "test" and enterprise["reason"]["condition_index"] == 1
+    free = flags_v2(server, "override-user-1", person_properties={"plan": "free"})["flags"][key]
+    assert free["variant"] == "control" and free["reason"]["condition_index"] == 0
+    pro = flags_v2(server, "override-user-1", person_properties={"plan": "pro"})["flags"][key]
+    assert pro["variant"] == "control" and pro["reason"]["condition_index"] == 2

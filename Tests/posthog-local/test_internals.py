@@ -19,7 +19,7 @@ from posthog_local.store import QueryFailed  # noqa: E402
 class BrokenStore:
     meta = {"reference_time": "2026-11-01T00:00:00.000000Z"}
 
-    def run_hogql(self, query: str, values: dict) -> dict:
+    def run_hogql(self, query: str, values: dict, **settings: object) -> dict:
         raise QueryFailed("InternalException")
 
 

@@ -12,7 +12,7 @@ import os
 import time
 
 from . import _log
-from .config import Settings
+from .config import Settings, check_refresh
 from .errors import AuthenticationError, PostHogError, QueryError, ValidationError, clean_detail
 from .schema import OBJECTS, PROPERTY_TYPES
 from .transport import Transport
@@ -25,7 +25,7 @@ DEFAULT_EXPORT_COLUMNS = ("uuid", "event", "distinct_id", "timestamp", "properti
 MAX_PAGE = 50_000  # PostHog caps a query's LIMIT here
 _LIST_PAGE = 100
 _IDS_PER_QUERY = 5_000
-_PERSONS_PER_PATCH = 10_000
+_PERSONS_PER_PATCH = 1_000  # PostHog: more per add_persons_to_static_cohort is a 400 "List size exceeds limit"
 _BATCH_BYTES = 4 * 1024 * 1024  # well under PostHog's 20 MB body limit
 _GZIP_OVER = 64 * 1024
 
@@ -108,12 +108,18 @@ class PostHogClient:
                  project_api_key: str | None = None, project_id: str | int | None = None,
                  ingest_url: str | None = None, timeout: float | None = None, max_retries: int | None = None,
                  max_retry_wait: float | None = None, *, backoff_base: float | None = None,
-                 backoff_cap: float | None = None) -> None:
+                 backoff_cap: float | None = None, refresh: str | None = None, query_rate: str | None = None) -> None:
+        """`max_retry_wait`: seconds one call may wait for PostHog's limits and retries (default 900,
+        POSTHOG_MAX_WAIT). `refresh`: what queries ask of PostHog's cache (default force_blocking,
+        always fresh; `blocking` accepts a cached answer; POSTHOG_QUERY_REFRESH). `query_rate`: the
+        query budget when known (`120/hour`, POSTHOG_QUERY_RATE): queries are paced to stay inside it."""
         self.settings = Settings.resolve(api_url, personal_api_key, project_api_key, project_id, ingest_url,
-                                         timeout, max_retries, max_retry_wait, backoff_base, backoff_cap)
+                                         timeout, max_retries, max_retry_wait, backoff_base, backoff_cap,
+                                         refresh, query_rate)
         s = self.settings
         self._http = Transport(timeout=s.timeout, max_retries=s.max_retries, max_retry_wait=s.max_retry_wait,
                                backoff_base=s.backoff_base, backoff_cap=s.backoff_cap, secrets=s.secrets)
+        self._sent: list[float] = []  # when recent queries were sent (pacing)
 
     def __repr__(self) -> str:
         return f"PostHogClient({self.settings!r})"
@@ -206,23 +212,41 @@ class PostHogClient:
                     fields[f"properties.{d['name']}"] = str(d.get("property_type") or "String")
         return fields
 
-    def query(self, hogql: str, values: Mapping[str, Any] | None = None, name: str | None = None) -> QueryResult:
+    def query(self, hogql: str, values: Mapping[str, Any] | None = None, name: str | None = None, *,
+              refresh: str | None = None, timeout: float | None = None) -> QueryResult:
         """Runs HogQL. `values` are bound by PostHog to `{name}` placeholders: never paste a value
         into the text. Returns PostHog's answer (`columns`, `results`, `types`, `hasMore`…) as a
         QueryResult whose `.rows` are dicts. Without a LIMIT PostHog returns at most 100 rows; any
-        LIMIT is capped at 50 000 (use export_events for more)."""
+        LIMIT is capped at 50 000 (use export_events for more).
+
+        `refresh`: `force_blocking` (the default: computed now), `blocking` (PostHog may answer from
+        its cache, up to ~5 minutes old), `async`/`force_async` (PostHog runs it in the background;
+        the driver polls). `timeout`: seconds this query may take in all; above ~55 s (PostHog
+        Cloud's gateway ends synchronous answers at about 60 s) it runs in async mode and is polled
+        until then."""
         if not isinstance(hogql, str) or not hogql.strip():
             raise ValidationError("query() needs HogQL text.")
+        mode = check_refresh(refresh) if refresh is not None else self.settings.refresh
+        if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
+            raise ValidationError("timeout must be a number of seconds above 0.")
+        long_running = timeout is not None and timeout > self.settings.sync_query_limit
+        if long_running and mode == "force_blocking":
+            mode = "force_async"
+        elif long_running and mode == "blocking":
+            mode = "async"
         inner: dict[str, Any] = {"kind": "HogQLQuery", "query": hogql}
         if values:
             if not all(_name_ok(k) for k in values):
                 raise ValidationError("Placeholder names are letters, digits and _ (starting with a letter or _).")
             inner["values"] = {k: _json_value(v) for k, v in values.items()}
-        body: dict[str, Any] = {"query": inner}
+        body: dict[str, Any] = {"query": inner, "refresh": mode}
         if name:
             body["name"] = str(name)[:200]
+        started = time.monotonic()
+        self._pace()
         doc = self._api("POST", "query/", body=body, idempotent=True, kind="query")
-        doc = self._await_query(doc)
+        deadline = started + (timeout if timeout is not None else max(60.0, self.settings.timeout))
+        doc = self._await_query(doc, deadline)
         if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
             raise PostHogError("PostHog answered the query without results; try again.")
         if doc.get("error"):
@@ -230,29 +254,80 @@ class PostHogClient:
             raise QueryError(f"PostHog could not run the HogQL query: {detail}", 400, detail=detail)
         return QueryResult(doc)
 
-    def _await_query(self, doc: Any) -> Any:
-        """Waits for a query PostHog chose to run asynchronously (answer with `query_status`)."""
+    def _pace(self) -> None:
+        """With a known budget (query_rate), waits until one more query fits in the window."""
+        rate = self.settings.query_rate
+        if rate is None:
+            return
+        queries, period = rate
+        now = time.monotonic()
+        self._sent = [t for t in self._sent if t > now - period]
+        if len(self._sent) >= queries:
+            # PostHog times a query when it arrives, a little after we send it: keep a margin
+            delay = self._sent[0] + period + min(1.0, 0.1 * period) - now
+            if delay > self.settings.max_retry_wait:
+                from .errors import RateLimitError
+
+                raise RateLimitError(f"The query budget ({queries} per {period:g} s) is spent: the next query could "
+                                     f"start in {delay:.0f} s, past the {self.settings.max_retry_wait:g} s this call may "
+                                     f"wait (max_retry_wait, POSTHOG_MAX_WAIT); try later or allow a longer wait.",
+                                     delay)
+            if delay > 0:
+                _log.log(_log.INFO, "pacing: waiting %.1f s to stay within %d queries per %g s", delay, queries, period)
+                if delay >= 1.0:
+                    import sys
+
+                    sys.stderr.write(f"posthog_driver: pacing queries to stay within {queries} per {period:g} s; "
+                                     f"waiting {delay:.0f} s.\n")
+                    sys.stderr.flush()
+                time.sleep(delay)
+            now = time.monotonic()
+            self._sent = [t for t in self._sent if t > now - period]
+        self._sent.append(time.monotonic())
+
+    def _await_query(self, doc: Any, deadline: float) -> Any:
+        """Waits for a query PostHog runs asynchronously (an answer with `query_status` not
+        complete): polls GET query/{id}/ until it is done or the caller's deadline passes."""
         status = doc.get("query_status") if isinstance(doc, dict) else None
-        if not isinstance(status, dict) or status.get("complete") is not False or \
-                isinstance(doc.get("results"), list):
+        if not isinstance(status, dict) or isinstance(doc.get("results"), list):
             return doc
+        if status.get("complete"):  # already done when PostHog answered
+            if status.get("error"):
+                detail = clean_detail(str(status.get("error_message") or "unknown error"), self.settings.secrets)
+                raise QueryError(f"PostHog could not run the HogQL query: {detail}", 400, detail=detail)
+            return status["results"] if isinstance(status.get("results"), dict) else doc
         query_id = status.get("id")
         if not isinstance(query_id, str) or not query_id.replace("-", "").isalnum():
             raise PostHogError("PostHog queued the query without an id to follow; try again.")
-        deadline = time.monotonic() + max(60.0, self.settings.timeout)
-        delay = 0.25
-        while time.monotonic() < deadline:
-            time.sleep(delay)
+        _log.log(_log.INFO, "query %s runs asynchronously; polling its status", query_id)
+        delay = 0.1
+        polls = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
-            polled = self._api("GET", f"query/{query_id}/", kind="query")
+            polls += 1
+            response = self._http.request(
+                "GET", self.settings.api_url, f"/api/projects/{self.settings.project_id}/query/{query_id}/",
+                headers={"Authorization": f"Bearer {self.settings.personal_api_key}"}, idempotent=True, kind="query",
+                accept=(400, 500))
+            polled = response.json()
             status = polled.get("query_status", polled) if isinstance(polled, dict) else {}
+            if response.status == 500 or (status.get("complete") and status.get("error") and response.status != 400
+                                          and not status.get("error_message")):
+                raise PostHogError(f"PostHog failed while running query {query_id} (HTTP {response.status}); try again.",
+                                   response.status)
             if status.get("complete"):
                 if status.get("error"):
                     detail = clean_detail(str(status.get("error_message") or "unknown error"), self.settings.secrets)
                     raise QueryError(f"PostHog could not run the HogQL query: {detail}", 400, detail=detail)
+                _log.log(_log.INFO, "query %s done after %d polls", query_id, polls)
                 results = status.get("results")
                 return results if isinstance(results, dict) else polled
-        raise PostHogError("PostHog did not finish the query in time; try a narrower query.")
+        raise PostHogError("PostHog did not finish the query within its deadline; give it a longer timeout or narrow "
+                           "the query.")
 
     def rows(self, hogql: str, values: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """`query` with the rows as dicts keyed by column name."""

@@ -8,6 +8,12 @@
     POSTHOG_PROJECT_API_KEY   phc_…: capture and flag evaluation
     POSTHOG_PROJECT_ID        the numeric project id (default @current: the key's current project)
     POSTHOG_TIMEOUT           seconds per request (default 30)
+    POSTHOG_MAX_WAIT          seconds one call may spend waiting for PostHog's limits and retries
+                              (default 900: an export under 120 queries/hour finishes by waiting)
+    POSTHOG_QUERY_RATE        the query budget when known, e.g. 120/hour: queries are then paced to
+                              stay inside it instead of running into 429s (default: not paced)
+    POSTHOG_QUERY_REFRESH     the `refresh` sent with queries (default force_blocking: fresh
+                              answers; `blocking` accepts PostHog's cached answer, up to ~5 min old)
 """
 from __future__ import annotations
 
@@ -19,6 +25,33 @@ if TYPE_CHECKING:  # typing costs ~4 ms to import; annotations are strings anywa
 from .errors import ConfigurationError
 
 DEFAULT_API_URL = "https://us.posthog.com"
+DEFAULT_MAX_WAIT = 900.0
+REFRESH_VALUES = ("force_blocking", "blocking", "async", "force_async", "lazy_async")
+_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400,
+          "day": 86400}
+
+
+def check_refresh(value: str) -> str:
+    if value not in REFRESH_VALUES:
+        raise ConfigurationError("POSTHOG_QUERY_REFRESH (refresh) must be one of " + ", ".join(REFRESH_VALUES) + ".")
+    return value
+
+
+def parse_rate(value: str | None) -> tuple[int, float] | None:
+    """`120/hour`, `5/minute`, `10/30s` -> (queries, period in seconds); None when unset."""
+    if value is None or not str(value).strip():
+        return None
+    count, _, per = str(value).strip().lower().partition("/")
+    digits = per.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = per[len(digits):]
+    unit = unit if unit in _UNITS else unit.rstrip("s")
+    try:
+        queries, span = int(count), float(digits or 1) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise ConfigurationError("POSTHOG_QUERY_RATE (query_rate) must look like 120/hour, 5/minute or 10/30s.") from None
+    if queries < 1 or span <= 0:
+        raise ConfigurationError("POSTHOG_QUERY_RATE (query_rate) needs at least one query per a positive period.")
+    return queries, span
 SHORTCUTS = {"us": "https://us.posthog.com", "eu": "https://eu.posthog.com"}
 # Hosts of PostHog Cloud: the app (private API) and its ingestion twin.
 _CLOUD_INGEST = {"us.posthog.com": "us.i.posthog.com", "eu.posthog.com": "eu.i.posthog.com",
@@ -71,12 +104,14 @@ class Settings:
     """The resolved configuration. Its repr never shows a key."""
 
     __slots__ = ("api_url", "ingest_url", "personal_api_key", "project_api_key", "project_id",
-                 "timeout", "max_retries", "max_retry_wait", "backoff_base", "backoff_cap")
+                 "timeout", "max_retries", "max_retry_wait", "backoff_base", "backoff_cap", "refresh",
+                 "query_rate", "sync_query_limit")
 
     def __init__(self, *, api_url: str, ingest_url: str, personal_api_key: str | None,
                  project_api_key: str | None, project_id: str, timeout: float,
                  max_retries: int, max_retry_wait: float, backoff_base: float = 0.5,
-                 backoff_cap: float = 8.0) -> None:
+                 backoff_cap: float = 8.0, refresh: str = "force_blocking",
+                 query_rate: tuple[int, float] | None = None, sync_query_limit: float = 55.0) -> None:
         self.api_url = api_url
         self.ingest_url = ingest_url
         self.personal_api_key = personal_api_key
@@ -87,6 +122,9 @@ class Settings:
         self.max_retry_wait = max_retry_wait
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.refresh = refresh
+        self.query_rate = query_rate  # (queries, period in seconds) to pace to, or None
+        self.sync_query_limit = sync_query_limit  # longer queries go async (PostHog Cloud's gateway: ~60 s)
 
     def __repr__(self) -> str:
         return (f"Settings(api_url={self.api_url!r}, ingest_url={self.ingest_url!r}, "
@@ -103,6 +141,7 @@ class Settings:
                 ingest_url: str | None = None, timeout: float | None = None,
                 max_retries: int | None = None, max_retry_wait: float | None = None,
                 backoff_base: float | None = None, backoff_cap: float | None = None,
+                refresh: str | None = None, query_rate: str | None = None,
                 env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         api = normalize_api_url(api_url or env.get("POSTHOG_API_URL") or env.get("POSTHOG_HOST"))
@@ -130,7 +169,10 @@ class Settings:
             project_id=pid,
             timeout=_float(timeout if timeout is not None else env.get("POSTHOG_TIMEOUT"), "POSTHOG_TIMEOUT", 30.0),
             max_retries=retries,
-            max_retry_wait=30.0 if max_retry_wait is None else max(0.0, float(max_retry_wait)),
+            max_retry_wait=(_float(env.get("POSTHOG_MAX_WAIT"), "POSTHOG_MAX_WAIT", DEFAULT_MAX_WAIT)
+                            if max_retry_wait is None else max(0.0, float(max_retry_wait))),
             backoff_base=0.5 if backoff_base is None else max(0.0, float(backoff_base)),
             backoff_cap=8.0 if backoff_cap is None else max(0.0, float(backoff_cap)),
+            refresh=check_refresh(refresh or env.get("POSTHOG_QUERY_REFRESH") or "force_blocking"),
+            query_rate=parse_rate(query_rate or env.get("POSTHOG_QUERY_RATE")),
         )

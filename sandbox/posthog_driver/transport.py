@@ -2,10 +2,15 @@
 
 - One idle keep-alive connection pool per (scheme, host, port); a pooled connection the server has
   closed meanwhile is noticed (readable while idle) and replaced before it is used.
-- Retries with exponential backoff and full jitter (`uniform(0, min(cap, base * 2**n))`), taking
-  `Retry-After` as the minimum wait, bounded by `max_retries` and by `max_retry_wait` seconds of
-  total sleep. What is retried:
-    429                        always: PostHog refused the request before doing anything
+- Waiting for PostHog's limits: a 429 is always retried (PostHog refused before doing any work),
+  after the wait `Retry-After` asks for (without one, the concurrency limit: exponential backoff
+  with full jitter). 429s are not counted against `max_retries`: they are bounded by
+  `max_retry_wait`, the total seconds one call may spend waiting (15 minutes by default, so an
+  export under PostHog's 120 queries/hour finishes by waiting). A wait that would pass that total
+  fails at once with RateLimitError. Every wait is logged at INFO, and a wait of a second or more
+  prints a progress line on stderr (repeated every 10 s while it lasts).
+- Other retries, at most `max_retries` (4), with exponential backoff and full jitter
+  (`uniform(0, min(cap, base * 2**n))`), also within `max_retry_wait`:
     408, 500, 502, 503, 504    only idempotent requests (GETs, read-only POSTs like the query,
                                capture whose events carry a uuid PostHog deduplicates on)
     connection failures        idempotent requests; others only when the connection could not
@@ -278,9 +283,11 @@ class Transport:
 
     def request(self, method: str, base_url: str, path: str, *, params: Mapping[str, Any] | None = None,
                 body: bytes | None = None, headers: Mapping[str, str] | None = None, idempotent: bool,
-                kind: str = "api", max_retries: int | None = None) -> Response:
+                kind: str = "api", max_retries: int | None = None, accept: tuple[int, ...] = (),
+                max_wait: float | None = None) -> Response:
         """One logical request, retried as the module docstring says. `path` is absolute (starts
-        with /) and is what errors and logs show; `params` go to the query string, never to logs."""
+        with /) and is what errors and logs show; `params` go to the query string, never to logs.
+        Statuses in `accept` are returned like successes (their body is the caller's to read)."""
         scheme, _, rest = base_url.partition("://")
         hostport, _, prefix = rest.partition("/")
         host, port = _host_port(hostport, scheme)
@@ -297,9 +304,10 @@ class Transport:
         if body is not None:
             all_headers["Content-Type"] = "application/json"
         all_headers.update(headers or {})
-        allowed = 1 + (self.max_retries if max_retries is None else max_retries)
+        retries_left = self.max_retries if max_retries is None else max_retries
+        budget = self.max_retry_wait if max_wait is None else max_wait
         waited = 0.0
-        attempt = 0
+        attempt = throttles = failures = 0
         while True:
             attempt += 1
             started = time.monotonic()
@@ -312,13 +320,25 @@ class Transport:
             elapsed = (time.monotonic() - started) * 1000
             if failure is None:
                 _log.log(_log.DEBUG, "%s %s -> %d in %.0f ms (attempt %d)", method, shown, status, elapsed, attempt)
-                if status < 400:
+                if status < 400 or status in accept:
                     return Response(status, response_headers, data, attempt)
                 if status == 429:
                     retry_after = _retry_after(response_headers.get("retry-after"))
-                    retryable = True  # refused before any work was done: safe for any request
-                else:
-                    retryable = idempotent and status in RETRY_IF_IDEMPOTENT
+                    throttles += 1
+                    delay = retry_after if retry_after is not None else self.backoff(throttles)
+                    if waited + delay > budget:
+                        _log.log(_log.WARNING, "%s %s: HTTP 429; giving up after %.0f s of waiting (the next wait, "
+                                 "%.0f s, would pass the %g s this call may wait)", method, shown, waited, delay, budget)
+                        raise self._http_error(status, response_headers, data, method, shown, kind, attempt,
+                                               retry_after, waited, budget)
+                    why = (f"PostHog is rate-limiting these requests (HTTP 429 on {method} {shown}); waiting {delay:.0f} s "
+                           f"as Retry-After asks") if retry_after is not None else \
+                        (f"PostHog has too many queries running at once (HTTP 429 on {method} {shown}); waiting "
+                         f"{delay:.1f} s")
+                    self._wait(delay, why, waited, budget, attempt)
+                    waited += delay
+                    continue
+                retryable = idempotent and status in RETRY_IF_IDEMPOTENT
                 what = f"HTTP {status}"
             else:
                 _log.log(_log.INFO, "%s %s failed after %.0f ms (attempt %d): %s", method, shown, elapsed,
@@ -326,20 +346,43 @@ class Transport:
                 retryable = (idempotent or not failure.sent) and not failure.permanent
                 what = type(failure.cause).__name__
             delay = 0.0
-            if retryable and attempt < allowed:
-                delay = max(self.backoff(attempt), retry_after or 0.0)
-                if waited + delay > self.max_retry_wait:
+            if retryable and failures < retries_left:
+                delay = self.backoff(failures + 1)
+                if waited + delay > budget:
                     _log.log(_log.WARNING, "%s %s: %s; giving up after %d attempts (the next wait, %.1f s, would "
-                             "pass max_retry_wait %g s)", method, shown, what, attempt, delay, self.max_retry_wait)
+                             "pass max_retry_wait %g s)", method, shown, what, attempt, delay, budget)
                     retryable = False
-            if not retryable or attempt >= allowed:
+            if not retryable or failures >= retries_left:
                 if failure is not None:
                     raise self._network_error(failure, method, shown, base_url, attempt, idempotent) from failure.cause
                 raise self._http_error(status, response_headers, data, method, shown, kind, attempt, retry_after)
+            failures += 1
             _log.log(_log.WARNING, "%s %s: %s; retrying in %.2f s (attempt %d of %d)", method, shown, what, delay,
-                     attempt + 1, allowed)
+                     attempt + 1, retries_left + 1)
             time.sleep(delay)
             waited += delay
+
+    def _wait(self, delay: float, why: str, waited: float, budget: float, attempt: int) -> None:
+        """Sleeps `delay` seconds; logged at INFO, and a progress line on stderr for a wait of a
+        second or more (then every 10 s), so a script that waits is never silent."""
+        _log.log(_log.INFO, "%s (attempt %d; %.0f s waited so far, at most %g s)", why, attempt, waited, budget)
+        if delay < 1.0:
+            time.sleep(delay)
+            return
+        import sys
+
+        end = time.monotonic() + delay
+        sys.stderr.write(f"posthog_driver: {why} ({waited:.0f} s waited so far, at most {budget:g} s).\n")
+        sys.stderr.flush()
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 10.0))
+            left = end - time.monotonic()
+            if left >= 1.0:
+                sys.stderr.write(f"posthog_driver: still waiting for PostHog's limit: {left:.0f} s left.\n")
+                sys.stderr.flush()
 
     # -- errors ----------------------------------------------------------------------------------
     def _network_error(self, failure: _NetworkFailure, method: str, path: str, base_url: str,
@@ -364,7 +407,8 @@ class Transport:
             f"({type(failure.cause).__name__}).{hint}", method=method, path=path, attempts=attempts)
 
     def _http_error(self, status: int, headers: dict[str, str], data: bytes, method: str, path: str,
-                    kind: str, attempts: int, retry_after: float | None) -> PostHogError:
+                    kind: str, attempts: int, retry_after: float | None, waited: float = 0.0,
+                    budget: float | None = None) -> PostHogError:
         doc: Any = None
         if data[:1] in (b"{", b"["):
             import json
@@ -399,9 +443,13 @@ class Transport:
             return NotFoundError(f"PostHog found nothing at {path} (HTTP 404): check POSTHOG_PROJECT_ID and "
                                  f"the id asked for.", 404, **info)
         if status == 429:
-            wait = f" and asks to wait {retry_after:g} s" if retry_after is not None else ""
-            return RateLimitError(f"PostHog is rate-limiting these requests (HTTP 429){wait}{tries}; try again "
-                                  f"later or make fewer requests.", retry_after, **{**info, "code": code or "throttled"})
+            wait = f" and asks to wait {retry_after:g} s more" if retry_after is not None else ""
+            spent = f" after waiting {waited:.0f} s" if waited else ""
+            limit = (f", past the {budget:g} s this call may wait in all (max_retry_wait, POSTHOG_MAX_WAIT)"
+                     if budget is not None else "")
+            return RateLimitError(f"PostHog is rate-limiting these requests (HTTP 429){wait}{spent}{limit}; try again "
+                                  f"later, make fewer requests or allow a longer wait.", retry_after,
+                                  **{**info, "code": code or "throttled"})
         if status >= 500:
             return ServerError(f"PostHog failed with HTTP {status} on {method} {path}{tries}; try again later.",
                                status, **info)

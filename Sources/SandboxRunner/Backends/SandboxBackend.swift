@@ -18,6 +18,8 @@ public struct SandboxJob: Sendable {
     public var network: NetworkPolicy
     /// Bytes kept of stdout and of stderr each.
     public var outputLimit: Int
+    /// Called with each chunk of output as it arrives (1 = stdout, 2 = stderr), where the backend streams.
+    public var onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)?
 
     public init(runId: String, bundle: RunBundle, environment: [String: String], timeout: Duration, network: NetworkPolicy, outputLimit: Int) {
         self.runId = runId

@@ -13,12 +13,19 @@ public struct RunRequest: Sendable {
     /// Network for the sandbox; decided from the template (does it talk to PostHog?) when nil.
     public var network: NetworkPolicy?
     public var runId: String
+    /// Who asked: errors name parameters in its terms (`--timeout` on the CLI, `timeoutSeconds` in JSON).
+    public var surface: RunnerError.Surface = .cli
+    /// Called with each chunk of output as it arrives (1 = stdout, 2 = stderr), before capping, on
+    /// backends that stream (the local jail): for live event streams. The chunks are not redacted.
+    public var onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)?
 
-    public init(source: Source, timeout: Duration? = nil, network: NetworkPolicy? = nil, runId: String = RunRequest.newRunId()) {
+    public init(source: Source, timeout: Duration? = nil, network: NetworkPolicy? = nil, runId: String = RunRequest.newRunId(),
+                surface: RunnerError.Surface = .cli) {
         self.source = source
         self.timeout = timeout
         self.network = network
         self.runId = runId
+        self.surface = surface
     }
 
     public static func newRunId() -> String { UUID().uuidString.lowercased() }
@@ -75,7 +82,8 @@ public struct Executor: Sendable {
         let prepared: (RenderedTemplate, RunBundle, TemplateManifest?)
         do {
             if let t = request.timeout, t <= .zero || t > Self.maximumTimeout {
-                throw RunnerError(.badInput, "The timeout must be between 1 and \(Self.maximumTimeout.components.seconds) seconds.")
+                throw RunnerError(.badInput, phrase: "\(subject: .timeout) must be between 1 and \(Self.maximumTimeout.components.seconds) seconds.",
+                                  parameter: .timeout)
             }
             prepared = try prepare(request)
         } catch {
@@ -89,7 +97,8 @@ public struct Executor: Sendable {
         var env: [String: String] = ["SANDBOX_RUNNER_RUN_ID": request.runId]
         for name in Self.passedVariables { if let v = environment[name], !v.isEmpty { env[name] = v } }
 
-        let job = SandboxJob(runId: request.runId, bundle: bundle, environment: env, timeout: timeout, network: network, outputLimit: outputLimit)
+        var job = SandboxJob(runId: request.runId, bundle: bundle, environment: env, timeout: timeout, network: network, outputLimit: outputLimit)
+        job.onOutput = request.onOutput
         let sandboxStart = clock.now
         let outcome: SandboxOutcome
         do {
@@ -113,9 +122,12 @@ public struct Executor: Sendable {
         var error: String?
         var kind: RunnerError.Kind?
         if !success {
-            (kind, error) = Self.explain(p, stderr: stderr, timeout: timeout)
+            let e = Self.explain(p, stderr: stderr, timeout: timeout)
+            (kind, error) = (e.kind, e.message(for: request.surface))
         }
-        return RunResult(success: success, output: stdout, error: error.map(redactor.redact), data: data, exitCode: p.exitCode,
+        // Like timeout(1): a run stopped by its deadline exits 124, whatever signal ended it.
+        let exitCode = p.timedOut ? 124 : p.exitCode
+        return RunResult(success: success, output: stdout, error: error.map(redactor.redact), data: data, exitCode: exitCode,
                          durationMs: Int((clock.now - start).milliseconds), template: templateName, backend: backend.name,
                          runId: request.runId, stderr: stderr, truncated: p.stdout.truncated || p.stderr.truncated,
                          timedOut: p.timedOut, isolation: outcome.isolation, network: outcome.network.rawValue,
@@ -124,33 +136,34 @@ public struct Executor: Sendable {
     }
 
     /// A short sentence for a failed process: the driver's own line when it wrote one.
-    static func explain(_ p: ProcessOutcome, stderr: String, timeout: Duration) -> (RunnerError.Kind, String) {
+    static func explain(_ p: ProcessOutcome, stderr: String, timeout: Duration) -> RunnerError {
         if p.timedOut {
-            return (.timeout, "The run hit its \(timeout.components.seconds) s timeout and was killed; partial output is kept. "
-                + "Raise --timeout or narrow the work.")
+            return RunnerError(.timeout, phrase: "The run hit its \(timeout.components.seconds) s timeout and was killed; partial output is kept. "
+                + "Raise \(name: .timeout) (up to \(maximumTimeout.components.seconds)) or narrow the work.", parameter: .timeout)
         }
-        if p.cancelled { return (.scriptFailed, "The run was cancelled and its sandbox killed.") }
+        if p.cancelled { return RunnerError(.cancelled, "The run was cancelled and its sandbox killed.") }
         // Exit codes are the script's own (125–127 included): a jail that did not start is the
         // backend's error, thrown before a result exists.
         if p.memoryLimitHit {
-            return (.scriptFailed, "A process of the run was killed by the sandbox's memory limit (the whole process tree, "
-                + "its files in /tmp and the workspace included); work on less data at once or raise --memory.")
+            return RunnerError(.scriptFailed, "A process of the run was killed by the sandbox's memory limit (the whole process tree, "
+                + "its files in /tmp and the workspace included); work on less data at once or raise the memory limit.")
         }
         let marker = "sandbox-runner-error: "
         if let line = stderr.split(separator: "\n").last(where: { $0.hasPrefix(marker) }) {
-            return (.scriptFailed, String(line.dropFirst(marker.count)))
+            return RunnerError(.scriptFailed, String(line.dropFirst(marker.count)))
         }
         if let sig = p.signal {
             let name = sig == 9 ? "SIGKILL (often the memory or CPU limit)" : sig == 24 ? "SIGXCPU (the CPU-time limit)" : "signal \(sig)"
-            return (.scriptFailed, "The script was killed by \(name).")
+            return RunnerError(.scriptFailed, "The script was killed by \(name).")
         }
-        if p.exitCode == 137 { return (.scriptFailed, "The script was killed by SIGKILL (often the memory or CPU limit).") }
-        if p.exitCode == 152 { return (.scriptFailed, "The script exceeded its CPU-time limit and was killed.") }
-        return (.scriptFailed, "The script exited with status \(p.exitCode); see stderr.")
+        if p.exitCode == 137 { return RunnerError(.scriptFailed, "The script was killed by SIGKILL (often the memory or CPU limit).") }
+        if p.exitCode == 152 { return RunnerError(.scriptFailed, "The script exceeded its CPU-time limit and was killed.") }
+        return RunnerError(.scriptFailed, "The script exited with status \(p.exitCode); see stderr.")
     }
 
     private func failure(_ error: Error, request: RunRequest, template: String?, redactor: Redactor) -> RunResult {
-        let re = (error as? RunnerError) ?? RunnerError(.internalError, "The run failed inside sandbox-runner: \(error).")
-        return RunResult.failure(RunnerError(re.kind, redactor.redact(re.message)), runId: request.runId, template: template, backend: backend.name)
+        var re = (error as? RunnerError) ?? RunnerError(.internalError, "The run failed inside sandbox-runner: \(error).")
+        re.phrase = re.phrase.mapText(redactor.redact)
+        return RunResult.failure(re, surface: request.surface, runId: request.runId, template: template, backend: backend.name)
     }
 }

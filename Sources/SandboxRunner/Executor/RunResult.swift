@@ -25,16 +25,18 @@ public struct RunResult: Sendable, Equatable {
     /// What went wrong, as a kind: nil on success.
     public var errorKind: RunnerError.Kind?
 
-    /// The CLI's exit status for this result.
+    /// The CLI's exit status for this result (README, "Errors").
     public var exitStatus: Int32 {
         if success { return 0 }
         if timedOut { return 124 }
-        return errorKind.map { RunnerError($0, "").exitCode } ?? 1
+        return errorKind?.exitCode ?? 1
     }
 
-    /// A result for a run that never reached a sandbox (bad input, no jail).
-    public static func failure(_ error: RunnerError, runId: String, template: String?, backend: String) -> RunResult {
-        RunResult(success: false, output: "", error: error.message, data: nil, exitCode: -1, durationMs: 0,
+    /// A result for a run that never reached a sandbox (bad input, no jail): `exitCode` -1, the
+    /// error phrased for the surface that asked.
+    public static func failure(_ error: RunnerError, surface: RunnerError.Surface = .cli, runId: String, template: String?,
+                               backend: String) -> RunResult {
+        RunResult(success: false, output: "", error: error.message(for: surface), data: nil, exitCode: -1, durationMs: 0,
                   template: template, backend: backend, runId: runId, stderr: "", truncated: false, errorKind: error.kind)
     }
 }
@@ -94,5 +96,57 @@ extension RunResult: Codable {
         let e = JSONEncoder()
         e.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
         return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
+    }
+}
+
+extension RunResult {
+    /// The result document's JSON Schema: the one definition that `show --json`, the OpenAPI
+    /// document (`RunResult`) and every MCP tool's output schema publish. `data` is the template's
+    /// own output schema when it has one (any JSON value, or null when stdout was not JSON).
+    public static func jsonSchema(dataSchema: JSONValue? = nil) -> JSONValue {
+        func t(_ type: String, _ description: String) -> JSONValue { .object(["type": .string(type), "description": .string(description)]) }
+        func nullable(_ type: String, _ description: String) -> JSONValue {
+            .object(["type": .array([.string(type), "null"]), "description": .string(description)])
+        }
+        let data: JSONValue
+        if let dataSchema {
+            data = .object(["description": "stdout parsed as JSON: the template's output (null when the run failed before printing it).",
+                            "anyOf": .array([dataSchema, .object(["type": "null"])])])
+        } else {
+            data = .object(["description": "stdout parsed as JSON when it is JSON, else null."])
+        }
+        let kinds = RunnerError.Kind.allCases.map { JSONValue.string($0.rawValue) }
+        let properties: [String: JSONValue] = [
+            "schemaVersion": .object(["const": .int(schemaVersion), "description": "Version of this document's shape."]),
+            "success": t("boolean", "True only when the process exited 0 and nothing infrastructural failed."),
+            "output": t("string", "stdout (redacted, capped at the output limit)."),
+            "error": nullable("string", "What failed and what to do, one sentence; null on success."),
+            "errorKind": .object(["type": .array([.string("string"), "null"]), "enum": .array(kinds + [.null]),
+                                  "description": "The error vocabulary (README, \"Errors\"); null on success."]),
+            "data": data,
+            "exitCode": t("integer", "The script's exit status; 124 when the deadline stopped it, 128+N when signal N did, -1 when no process ran."),
+            "durationMs": t("integer", "Wall-clock milliseconds of the whole run."),
+            "template": nullable("string", "The template's name; null for an ad hoc script."),
+            "backend": t("string", "Where it ran: local or e2b."),
+            "runId": t("string", "The run's id."),
+            "stderr": t("string", "stderr (redacted, capped)."),
+            "truncated": t("boolean", "True when stdout or stderr was cut at the output limit."),
+            "timedOut": t("boolean", "True when the run hit its timeout."),
+            "isolation": t("string", "The isolation used: bubblewrap, weak, e2b."),
+            "network": .object(["type": "string", "enum": .array([.string(NetworkPolicy.none.rawValue), .string(NetworkPolicy.host.rawValue)]),
+                                "description": "The sandbox's network."]),
+            "bundleSha256": t("string", "sha256 of the bundle that ran."),
+            "variables": .object(["type": "object", "description": "Every variable's final value, defaults included."]),
+            "timings": .object(["type": "object", "additionalProperties": .object(["type": "integer"]),
+                                "description": "Milliseconds per phase (prepareMs, sandboxMs)."]),
+        ]
+        let required = ["schemaVersion", "success", "output", "error", "data", "exitCode", "durationMs", "template", "backend", "runId",
+                        "stderr", "truncated", "timedOut", "timings"]
+        return .object([
+            "type": "object", "additionalProperties": false,
+            "description": "The result document every run answers with.",
+            "properties": .object(properties),
+            "required": .array(required.map(JSONValue.string)),
+        ])
     }
 }

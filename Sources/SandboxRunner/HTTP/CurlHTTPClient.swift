@@ -20,6 +20,21 @@ public struct HTTPError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 }
 
+/// How a handle reaches its servers beyond the URL: which CAs to trust and where to connect.
+public struct CurlConnectionOptions: Sendable, Equatable {
+    /// A PEM file of the CAs to trust instead of the system's (E2B_CA_FILE: a self-signed e2b-local).
+    public var caFile: String?
+    /// Connect every request to this `host:port` instead of the URL's, keeping the URL's host for
+    /// TLS (SNI, certificate name) and the Host header: libcurl's CURLOPT_CONNECT_TO with an empty
+    /// source, as when a real E2B domain is served from loopback.
+    public var connectTo: String?
+
+    public init(caFile: String? = nil, connectTo: String? = nil) {
+        self.caFile = caFile
+        self.connectTo = connectTo
+    }
+}
+
 /// One libcurl easy handle, owned here and freed in deinit. Reusing it across requests reuses
 /// connections (keep-alive, HTTP/2 where offered). TLS verification is on; proxies come from the
 /// environment (libcurl reads http_proxy/https_proxy/no_proxy). Blocking: call it from a
@@ -29,8 +44,10 @@ public final class CurlEasy: @unchecked Sendable {
     private let handle: UnsafeMutableRawPointer
     private let lock = NSLock()
     private var cancelled = false
+    public let options: CurlConnectionOptions
 
-    public init() throws {
+    public init(options: CurlConnectionOptions = CurlConnectionOptions()) throws {
+        self.options = options
         _ = Self.globalInit
         guard let h = curl_easy_init() else { throw HTTPError(code: -1, message: "libcurl could not create a handle.") }
         handle = h
@@ -55,6 +72,9 @@ public final class CurlEasy: @unchecked Sendable {
         // We send no body of unknown size; refuse curl's "Expect: 100-continue" pause.
         list = curl_slist_append(list, "Expect:")
         defer { curl_slist_free_all(list) }
+        // "::HOST:PORT": any host and port of the URL connects to HOST:PORT.
+        let connectTo = options.connectTo.map { curl_slist_append(nil, "::\($0)") } ?? nil
+        defer { if let connectTo { curl_slist_free_all(connectTo) } }
 
         sr_curl_setopt_string(h, CURLOPT_URL, url)
         sr_curl_setopt_string(h, CURLOPT_CUSTOMREQUEST, method)
@@ -64,6 +84,8 @@ public final class CurlEasy: @unchecked Sendable {
         sr_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Int(connectTimeout.milliseconds))
         sr_curl_setopt_long(h, CURLOPT_SSL_VERIFYPEER, 1)
         sr_curl_setopt_long(h, CURLOPT_SSL_VERIFYHOST, 2)
+        if let ca = options.caFile { sr_curl_setopt_string(h, CURLOPT_CAINFO, ca) }
+        if let connectTo { sr_curl_setopt_slist(h, CURLOPT_CONNECT_TO, connectTo) }
         sr_curl_setopt_long(h, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
         sr_curl_setopt_long(h, CURLOPT_TCP_KEEPALIVE, 1)
         sr_curl_setopt_slist(h, CURLOPT_HTTPHEADER, list)
@@ -143,8 +165,8 @@ private final class TransferState {
 public enum CurlHTTPClient {
     public static func request(method: String = "GET", url: String, headers: [String: String] = [:], body: [UInt8]? = nil,
                                timeout: Duration = .seconds(10), connectTimeout: Duration = .seconds(5),
-                               maxBodyBytes: Int = 8 << 20) throws -> HTTPResponse {
-        try CurlEasy().perform(method: method, url: url, headers: headers, body: body, timeout: timeout,
+                               maxBodyBytes: Int = 8 << 20, options: CurlConnectionOptions = CurlConnectionOptions()) throws -> HTTPResponse {
+        try CurlEasy(options: options).perform(method: method, url: url, headers: headers, body: body, timeout: timeout,
                                connectTimeout: connectTimeout, maxBodyBytes: maxBodyBytes)
     }
 }

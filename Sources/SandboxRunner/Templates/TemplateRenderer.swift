@@ -19,21 +19,23 @@ public enum TemplateRenderer {
         let known = Set(specs.map(\.name))
         for name in inputs.keys.sorted() where !known.contains(name) {
             let list = specs.map(\.name).joined(separator: ", ")
-            throw RunnerError(.badInput, "Unknown variable '\(name)' for template \(template.name). "
-                + (list.isEmpty ? "It takes no variables." : "Its variables are: \(list)."))
+            let variable = RunnerError.Parameter.variable(name)
+            throw RunnerError(.badInput, phrase: "\(subject: variable) is unknown to template \(template.name). "
+                + (list.isEmpty ? "It takes no variables." : "Its variables are: \(list)."), parameter: variable)
         }
         var values: [String: JSONValue] = [:]
         for spec in specs {
-            if let input = inputs[spec.name] {
-                // An explicit JSON null leaves an optional variable unset.
-                values[spec.name] = input == .json(.null) && !spec.isRequired ? .null : try VariableValidator.validate(input, spec: spec)
+            if let input = inputs[spec.name], !(input == .json(.null) && !spec.isRequired) {
+                values[spec.name] = try VariableValidator.validate(input, spec: spec)
             } else if let def = spec.default {
+                // Not given, or an explicit JSON null for an optional variable: its default.
                 values[spec.name] = def == .null ? .null : try VariableValidator.validate(.json(def), spec: spec)
             } else if !spec.isRequired {
                 values[spec.name] = .null  // optional without a default: the script gets None
             } else {
-                throw RunnerError(.badInput, "Variable '\(spec.name)' is required for template \(template.name): \(spec.description) "
-                    + "Pass it with --var \(spec.name)=…")
+                let variable = RunnerError.Parameter.variable(spec.name)
+                throw RunnerError(.badInput, phrase: "\(subject: variable) is required for template \(template.name): \(spec.description) "
+                    + "Pass it as \(pass: variable).", parameter: variable)
             }
         }
         let script = try substitute(template.script, values: values)

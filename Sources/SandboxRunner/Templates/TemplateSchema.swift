@@ -6,7 +6,15 @@ public enum TemplateSchema {
     /// The input schema: types, bounds, enums, defaults, descriptions, `required`, no extra keys.
     public static func input(_ m: TemplateManifest) -> JSONValue {
         var properties: [String: JSONValue] = [:]
-        for v in m.variables { properties[v.name] = .object(property(v)) }
+        for v in m.variables {
+            var p = property(v)
+            if !v.isRequired {
+                // An optional variable also takes null: "unset", i.e. its default (the renderer's rule).
+                if case .string(let t)? = p["type"] { p["type"] = .array([.string(t), "null"]) }
+                if case .array(let values)? = p["enum"] { p["enum"] = .array(values + [.null]) }
+            }
+            properties[v.name] = .object(p)
+        }
         let required = m.variables.filter(\.isRequired).map { JSONValue.string($0.name) }
         var schema: [String: JSONValue] = [
             "type": .string("object"),
@@ -67,21 +75,9 @@ public enum TemplateSchema {
         return p
     }
 
-    /// The result document's schema, with the template's own output schema as `data`.
+    /// The result document's schema, with the template's own output schema as `data` (the one
+    /// definition lives with the document: `RunResult.jsonSchema`).
     public static func result(dataSchema: JSONValue?) -> JSONValue {
-        let str: JSONValue = .object(["type": .string("string")])
-        let nullableStr: JSONValue = .object(["type": .array([.string("string"), .string("null")])])
-        let int: JSONValue = .object(["type": .string("integer")])
-        let bool: JSONValue = .object(["type": .string("boolean")])
-        return .object([
-            "type": .string("object"),
-            "properties": .object([
-                "success": bool, "output": str, "error": nullableStr,
-                "data": dataSchema ?? .object([:]),
-                "exitCode": int, "durationMs": int, "template": nullableStr, "backend": str, "runId": str,
-                "stderr": str, "truncated": bool, "timedOut": bool,
-            ]),
-            "required": .array(["success", "output", "error", "exitCode", "durationMs", "backend", "runId", "stderr", "truncated"].map(JSONValue.string)),
-        ])
+        RunResult.jsonSchema(dataSchema: dataSchema)
     }
 }

@@ -96,7 +96,8 @@ public enum VariableValidator {
                     guard case .string(let s) = item else { throw fail(spec, "must be a list of strings", got: input) }
                     return s
                 }
-            case .json(.string(let s)), .text(let s):
+            case .text(let s):
+                // `a,b,c` or a JSON list on the CLI; JSON callers send an array (their schema says so).
                 items = try splitList(s, spec: spec, input: input)
             default:
                 throw fail(spec, "must be a list of strings", got: input)
@@ -207,7 +208,8 @@ public enum VariableValidator {
         }
         let scalars = shown.unicodeScalars
         let clipped = scalars.count > 40 ? String(String.UnicodeScalarView(scalars.prefix(40))) + "…" : shown
-        return RunnerError(.badInput, "Variable '\(spec.name)' \(what); got '\(clipped)'.")
+        let variable = RunnerError.Parameter.variable(spec.name)
+        return RunnerError(.badInput, phrase: "\(subject: variable) \(what); got '\(clipped)'.", parameter: variable)
     }
 
     static func parseDate(_ s: String) -> String? {

@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlencode
 
+import copy
+
 from .capture import CaptureError, decode_body, parse_capture
-from .config import Settings
+from .config import Project, Settings
 from .faults import FaultRegistry, FaultSpecError, RequestStats, parse_json_faults
 from .hogql import HogQLError
+from .limits import ConcurrencyLimiter, LimitSettings, LimitSpecError, RateLimiter, Throttled
+from .queries import QueryService, refresh_mode
 from .resources import ApiError, Resources, not_found, validation
 from .store import QueryFailed, Store
 
@@ -55,6 +59,11 @@ class Response:
         return cls(status, message.encode("utf-8"), "text/plain; charset=utf-8", headers or {})
 
 
+def _throttled(err: Throttled) -> ApiError:
+    headers = {"Retry-After": str(err.wait)} if err.wait is not None else {}
+    return ApiError(429, "throttled_error", "throttled", err.detail, headers=headers)
+
+
 def _loopback(ip: str) -> bool:
     return ip.startswith("127.") or ip in ("::1", "::ffff:127.0.0.1") or ip.startswith("::ffff:127.")
 
@@ -84,7 +93,8 @@ def _json_body(req: Request) -> dict[str, Any]:
 
 class App:
     def __init__(self, settings: Settings, store: Store, resources: Resources,
-                 faults: FaultRegistry, data_dir: Path, log: Callable[[str], None] | None = None) -> None:
+                 faults: FaultRegistry, data_dir: Path, log: Callable[[str], None] | None = None,
+                 limits: LimitSettings | None = None) -> None:
         self.settings = settings
         self.store = store
         self.resources = resources
@@ -92,6 +102,12 @@ class App:
         self.stats = RequestStats()
         self.data_dir = data_dir
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.limits = limits or LimitSettings()
+        self._initial_limits = copy.deepcopy(self.limits)
+        self.rate = RateLimiter(self.limits)
+        self.concurrency = ConcurrencyLimiter(self.limits)
+        self.queries = QueryService(store, self.limits, self.concurrency, self.log)
+        self.received: list[dict[str, Any]] = []  # the HogQL texts received, newest last (GET /_local/queries)
         self.routes = self._routes()
 
     # -- routing -------------------------------------------------------------------------------
@@ -188,12 +204,15 @@ class App:
                            "Personal API key found in request is invalid.")
         params = match.groupdict()
         pid = params.get("pid")
+        projects = self.settings.projects
         if pid is not None and pid != "@current":
             if not pid.isdigit():
                 raise not_found()
-            if int(pid) != self.settings.project_id:
+            if int(pid) not in projects:
                 raise ApiError(403, "authentication_error", "permission_denied",
                                "You don't have access to the project.")
+        params["__project"] = projects[int(pid)] if pid not in (None, "@current") else projects[self.settings.project_id]
+        params["__key"] = key
         entry = route.methods.get(req.method)
         if entry is None:
             if req.method == "OPTIONS":
@@ -239,21 +258,21 @@ class App:
             body = {"count": len(items), **body}
         return Response.json(200, body)
 
-    def project_json(self) -> dict[str, Any]:
-        s = self.settings
-        return {"id": s.project_id, "uuid": str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"posthog-local:{s.project_id}")),
-                "organization": "posthog-local", "api_token": s.project_key, "name": s.project_name,
-                "timezone": "UTC", "week_start_day": 1, "is_demo": False,
+    def project_json(self, project: Project | None = None) -> dict[str, Any]:
+        p = project or self.settings.projects[self.settings.project_id]
+        return {"id": p.id, "uuid": str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"posthog-local:{p.id}")),
+                "organization": "posthog-local", "api_token": p.project_key, "name": p.name,
+                "timezone": p.timezone, "week_start_day": p.week_start_day, "is_demo": False,
                 "access_control": False, "completed_snippet_onboarding": True,
                 "ingested_event": True, "person_on_events_querying_enabled": True,
                 "created_at": self.store.meta.get("reference_time"),
                 "effective_membership_level": 8, "has_group_types": False}
 
-    def project_info(self, req: Request, params: dict[str, str]) -> Response:
-        return Response.json(200, self.project_json())
+    def project_info(self, req: Request, params: dict[str, Any]) -> Response:
+        return Response.json(200, self.project_json(params["__project"]))
 
-    def projects(self, req: Request, params: dict[str, str]) -> Response:
-        return self._page(req, [self.project_json()])
+    def projects(self, req: Request, params: dict[str, Any]) -> Response:
+        return self._page(req, [self.project_json(p) for p in self.settings.projects.values()])
 
     def me(self, req: Request, params: dict[str, str]) -> Response:
         project = self.project_json()
@@ -262,29 +281,54 @@ class App:
                                    "team": {"id": project["id"], "name": project["name"]},
                                    "organization": {"id": "posthog-local", "name": "posthog-local"}})
 
-    def query(self, req: Request, params: dict[str, str]) -> Response:
+    def query(self, req: Request, params: dict[str, Any]) -> Response:
         body = _json_body(req)
         query = body.get("query")
+        if isinstance(query, dict) and isinstance(query.get("query"), str):
+            self.received = self.received[-499:] + [{"query": query["query"], "values": query.get("values"),
+                                                      "refresh": body.get("refresh")}]
+        if isinstance(query, dict) and query.get("kind") == "HogQLQuery":
+            # HogQLQueryThrottle: per personal key, before the query is even looked at
+            try:
+                self.rate.hit(params["__key"])
+            except Throttled as err:
+                raise _throttled(err) from err
         if not isinstance(query, dict):
             raise validation("query must be an object like {\"kind\": \"HogQLQuery\", \"query\": \"...\"}", "query")
         kind = query.get("kind")
         if kind != "HogQLQuery":
             raise validation(f"Unsupported query kind {kind!r}: posthog-local runs HogQLQuery only", "query")
+        text = query.get("query", "")
+        if not isinstance(text, str) or not text.strip():
+            raise validation("query.query must be the HogQL text", "query")
         values = query.get("values") or {}
         if not isinstance(values, dict):
             raise validation("values must be an object mapping placeholder names to values", "values")
+        modifiers = query.get("modifiers") or body.get("modifiers") or {}
+        if not isinstance(modifiers, dict):
+            raise validation("modifiers must be an object", "modifiers")
+        convert_tz = modifiers.get("convertToProjectTimezone", True) is not False
         try:
-            result = self.store.run_hogql(query.get("query", ""), values)
+            mode = "async" if body.get("async") is True and body.get("refresh") is None else refresh_mode(body.get("refresh"))
+        except ValueError as err:
+            raise validation(str(err), "refresh") from err
+        try:
+            status, answer = self.queries.run(params["__project"], text, values, convert_tz, mode)
         except HogQLError as err:
             raise ApiError(400, "validation_error", err.code, err.detail) from err
+        except Throttled as err:
+            raise _throttled(err) from err
         except QueryFailed as err:
             self.log(f"query engine failure: {err}")
             raise ApiError(500, "server_error", "error", "A server error occurred.") from err
-        result["query_id"] = uuidlib.uuid4().hex
-        return Response.json(200, result)
+        return Response.json(status, answer)
 
-    def query_status(self, req: Request, params: dict[str, str]) -> Response:
-        raise not_found()  # every query is answered synchronously
+    def query_status(self, req: Request, params: dict[str, Any]) -> Response:
+        found = self.queries.status(params["__project"].id, params["qid"])
+        if found is None:
+            raise not_found()
+        status, body = found
+        return Response.json(status, body)
 
     def insights(self, req: Request, params: dict[str, str]) -> Response:
         return self._page(req, self.resources.list_insights(req.arg("short_id"), req.arg("search")))
@@ -304,8 +348,13 @@ class App:
     def update_cohort(self, req: Request, params: dict[str, str]) -> Response:
         return Response.json(200, self.resources.update_cohort(params["id"], _json_body(req)))
 
-    def add_persons(self, req: Request, params: dict[str, str]) -> Response:
-        return Response.json(200, self.resources.add_persons(params["id"], _json_body(req)))
+    def add_persons(self, req: Request, params: dict[str, Any]) -> Response:
+        body = _json_body(req)
+        ids = body.get("person_ids")
+        if isinstance(ids, list) and len(ids) > self.limits.cohort_batch:
+            # DEFAULT_COHORT_INSERT_BATCH_SIZE (1,000): PostHog refuses the whole call, adds nobody
+            raise validation("List size exceeds limit")
+        return Response.json(200, self.resources.add_persons(params["id"], body))
 
     def cohort_persons(self, req: Request, params: dict[str, str]) -> Response:
         return self._page(req, self.resources.cohort_people(params["id"]))
@@ -353,7 +402,7 @@ class App:
 
     # -- capture and flags ---------------------------------------------------------------------
     def _decode(self, req: Request) -> Any:
-        if len(req.body) > 20 * 1024 * 1024:
+        if len(req.body) > self.limits.max_body_bytes:
             raise CaptureError(413, "request body too large")
         return decode_body(req.body, req.headers.get("content-encoding"),
                            req.headers.get("content-type"), req.query)
@@ -368,7 +417,7 @@ class App:
                     raise CaptureError(400, "failed to decode request: no data")
                 req.body = raw.encode("utf-8")
             payload = self._decode(req)
-            events = parse_capture(payload, self.settings.project_key)
+            events = parse_capture(payload, self.settings.project_keys)
         except CaptureError as err:
             return Response.text(err.status, err.message)
         self.store.insert_events(events)
@@ -391,7 +440,7 @@ class App:
         if not isinstance(payload, dict):
             payload = {}
         token = payload.get("api_key") or payload.get("token") or req.arg("token") or req.arg("api_key")
-        if token != self.settings.project_key:
+        if token not in self.settings.project_keys:
             return Response.json(401, {"type": "authentication_error", "code": "invalid_api_key",
                                        "detail": "Project API key invalid. You can find your project "
                                                  "API key in PostHog project settings.", "attr": None})
@@ -454,6 +503,33 @@ class App:
                     return Response.json(400, {"detail": str(err)})
                 self.faults.add(faults)
                 return Response.json(200, {"faults": self.faults.snapshot()})
+        if bare == "/_local/limits":
+            if req.method == "DELETE":
+                restored = copy.deepcopy(self._initial_limits)
+                for name in vars(restored):
+                    setattr(self.limits, name, getattr(restored, name))
+                self.rate.reset()
+                self.queries.clear()
+            elif req.method == "POST":
+                try:
+                    changes = json.loads(req.body or b"{}")
+                    if not isinstance(changes, dict):
+                        raise LimitSpecError("send a JSON object of limits")
+                    reset = bool(changes.pop("reset_usage", False))
+                    self.limits.update(changes)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    return Response.json(400, {"detail": "send a JSON object of limits"})
+                except LimitSpecError as err:
+                    return Response.json(400, {"detail": str(err)})
+                if reset:
+                    self.rate.reset()
+                    self.queries.clear()
+            return Response.json(200, {"limits": self.limits.describe(), "running": self.concurrency.running,
+                                       "executions": self.queries.executions})
+        if bare == "/_local/queries":
+            if req.method == "DELETE":
+                self.received = []
+            return Response.json(200, {"queries": self.received})
         if bare == "/_local/stats":
             if req.method == "DELETE":
                 self.stats.reset()

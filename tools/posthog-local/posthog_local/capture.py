@@ -86,7 +86,7 @@ def _parse_time(value: Any, what: str) -> dt.datetime | None:
         raise CaptureError(400, f"invalid {what}: {value[:40]!r} is not ISO-8601") from err
 
 
-def parse_capture(payload: Any, project_key: str,
+def parse_capture(payload: Any, project_key: str | frozenset[str],
                   server_now: dt.datetime | None = None) -> list[CapturedEvent]:
     """Validate one capture payload (single event, batch envelope or bare list) into events."""
     now = server_now or dt.datetime.now(dt.timezone.utc)
@@ -115,7 +115,8 @@ def parse_capture(payload: Any, project_key: str,
         raise CaptureError(401, "no api key (api_key or token) in the request")
     if len(tokens) > 1:
         raise CaptureError(401, "the batch mixes several api keys")
-    if tokens.pop() != project_key:
+    accepted = {project_key} if isinstance(project_key, str) else project_key
+    if tokens.pop() not in accepted:
         raise CaptureError(401, "invalid project api key")
     historical = bool(envelope.get("historical_migration"))
     envelope_sent_at = _parse_time(envelope.get("sent_at"), "sent_at")

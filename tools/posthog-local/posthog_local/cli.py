@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ from .app import App
 from .config import Settings, mask
 from .dataset import load_dataset
 from .faults import FaultRegistry, FaultSpecError, parse_spec
+from .limits import LimitSettings, LimitSpecError, parse_rate
 from .resources import Resources
 from .store import Store
 from .timeutil import parse_iso, to_ms
@@ -70,20 +72,44 @@ def serve(argv: list[str]) -> int:
                         help="inject a fault, e.g. 429:count=2:retry_after=1:path=/api/")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     parser.add_argument("--threads", type=int, default=2, help="DuckDB worker threads")
+    env = os.environ
+    limits = parser.add_argument_group("limits (PostHog's by default; env POSTHOG_LOCAL_<NAME>)")
+    limits.add_argument("--query-rate", default=env.get("POSTHOG_LOCAL_QUERY_RATE", "120/hour"),
+                        help="HogQL queries per personal key and period: 120/hour, 5/minute, 5/10s")
+    limits.add_argument("--concurrency", type=int, default=env.get("POSTHOG_LOCAL_CONCURRENCY", "3"),
+                        help="queries running at once (per organization)")
+    limits.add_argument("--concurrency-wait", type=float, default=env.get("POSTHOG_LOCAL_CONCURRENCY_WAIT", "30"),
+                        help="seconds a query waits for a free slot before 429")
+    limits.add_argument("--max-execution-time", type=float,
+                        default=env.get("POSTHOG_LOCAL_MAX_EXECUTION_TIME", "60"),
+                        help="seconds a query may run")
+    limits.add_argument("--cohort-batch", type=int, default=env.get("POSTHOG_LOCAL_COHORT_BATCH", "1000"),
+                        help="persons per add_persons_to_static_cohort call")
+    limits.add_argument("--max-body-bytes", type=int, default=env.get("POSTHOG_LOCAL_MAX_BODY_BYTES", str(20 << 20)),
+                        help="largest request body")
+    limits.add_argument("--cache-ttl", type=float, default=env.get("POSTHOG_LOCAL_CACHE_TTL", "300"),
+                        help="seconds a query answer stays fresh for refresh=blocking")
+    limits.add_argument("--no-limits", action="store_true", default=env.get("POSTHOG_LOCAL_NO_LIMITS") == "1",
+                        help="no query rate or concurrency limit")
     _dataset_args(parser)
     args = parser.parse_args(argv)
     try:
         faults = [parse_spec(spec) for spec in args.fault]
         settings = Settings.from_env()
         parse_iso(args.now)
-    except (FaultSpecError, ValueError) as err:
+        rate, period = parse_rate(args.query_rate)
+        limit_settings = LimitSettings(query_rate=rate, query_period_s=period, concurrency=args.concurrency,
+                                       concurrency_wait_s=args.concurrency_wait, max_execution_s=args.max_execution_time,
+                                       cohort_batch=args.cohort_batch, max_body_bytes=args.max_body_bytes,
+                                       cache_ttl_s=args.cache_ttl, enabled=not args.no_limits)
+    except (FaultSpecError, LimitSpecError, ValueError) as err:
         print(f"posthog-local: {err}", file=sys.stderr)
         return EX_USAGE
     try:
         data_dir, meta = _resolve_data(args)
         store = Store(data_dir, meta, threads=args.threads)
         resources = Resources(store, json.loads((data_dir / "resources.json").read_text()))
-        app = App(settings, store, resources, FaultRegistry(faults), data_dir, log=_log)
+        app = App(settings, store, resources, FaultRegistry(faults), data_dir, log=_log, limits=limit_settings)
         from .httpd import make_server
         server = make_server(args.host, args.port, app, verbose=args.verbose)
     except generator.DatasetMismatch as err:
@@ -100,6 +126,13 @@ def serve(argv: list[str]) -> int:
     if settings.readonly_key:
         print(f"read-only personal API key accepted: {mask(settings.readonly_key)}", flush=True)
     print(f"project API key accepted: {mask(settings.project_key)}", flush=True)
+    ny = settings.projects[settings.ny_project_id]
+    print(f"second project: id {ny.id}, {ny.timezone}, weeks from Sunday, project API key {mask(ny.project_key)}",
+          flush=True)
+    lim = limit_settings
+    print(f"limits: {lim.query_rate} queries per {lim.query_period_s:g} s per key, {lim.concurrency} at once, "
+          f"{lim.max_execution_s:g} s each, cohort batches of {lim.cohort_batch}, cache {lim.cache_ttl_s:g} s"
+          + ("" if lim.enabled else " (rate and concurrency limits off)"), flush=True)
     print(f"data: {data_dir} ({meta['counts']['events']} events, {meta['counts']['persons']} persons, "
           f"now() = {meta['reference_time']})", flush=True)
 
@@ -110,15 +143,20 @@ def serve(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               name="posthog-local-http", daemon=True)
     thread.start()
-    while not stop.wait(0.5):
+    while not stop.wait(0.05):
         pass
+    store.interrupt_all()  # a running query must not hold the exit up
     server.shutdown()
     server.server_close()
-    store.close()
-    return 0
+    store.close(wait_s=0.2)
+    # Handler threads may still be unwinding inside DuckDB: leave without the interpreter's
+    # teardown (everything lives in memory; nothing is left to flush but our own streams).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def truth(argv: list[str]) -> int:

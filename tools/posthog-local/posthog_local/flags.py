@@ -109,7 +109,11 @@ def evaluate(flag: dict[str, Any], distinct_id: str,
     payloads = filters.get("payloads") or {}
     saw_property_match = False
     out_of_rollout_index: int | None = None
-    for index, group in enumerate(groups):
+    valid_variants = [str(v.get("key")) for v in variants_of(flag)]
+    # PostHog (posthog/models/feature_flag/flag_matching.py): a stable sort puts the condition
+    # groups with a variant override first; the reason keeps each group's own index.
+    ordered = sorted(enumerate(groups), key=lambda pair: 0 if pair[1].get("variant") else 1)
+    for index, group in ordered:
         conditions = group.get("properties") or []
         if not all(property_matches(c, props) for c in conditions
                    if c.get("type", "person") == "person"):
@@ -123,7 +127,8 @@ def evaluate(flag: dict[str, Any], distinct_id: str,
             if out_of_rollout_index is None:
                 out_of_rollout_index = index
             continue
-        variant = group.get("variant") or matching_variant(flag, distinct_id)
+        override = group.get("variant")
+        variant = override if override in valid_variants else matching_variant(flag, distinct_id)
         payload_key = variant if variant is not None else "true"
         return FlagResult(key, True, variant, "condition_match", index,
                           f"Matched condition set {index + 1}", payloads.get(payload_key))

@@ -12,12 +12,15 @@ functions are allow-listed.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, ParseError, TokenError, UnsupportedError
+
+from .hogql_check import HogQLError, check
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 50_000
@@ -29,13 +32,6 @@ OFFSET_MESSAGE = (
     "instead, e.g. WHERE timestamp > {last_timestamp} ORDER BY timestamp LIMIT 1000")
 
 
-class HogQLError(Exception):
-    """A problem with the query itself (HTTP 400 validation_error)."""
-
-    def __init__(self, detail: str, code: str = "invalid_input") -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.code = code
 
 
 @dataclass
@@ -76,13 +72,13 @@ def _scan(query: str, values: dict[str, Any]) -> tuple[str, dict[str, str]]:
                     break
                 j += 1
             if j >= n:
-                raise HogQLError("Syntax error: unterminated string literal", "invalid_input")
+                raise HogQLError("Syntax error: unterminated string literal", "hogql_syntax_error")
             out.append(query[i:j + 1])
             i = j + 1
         elif c in "\"`":
             j = query.find(c, i + 1)
             if j < 0:
-                raise HogQLError(f"Syntax error: unterminated quoted identifier {c}", "invalid_input")
+                raise HogQLError(f"Syntax error: unterminated quoted identifier {c}", "hogql_syntax_error")
             out.append(query[i:j + 1])
             i = j + 1
         elif query.startswith("--", i):
@@ -101,7 +97,7 @@ def _scan(query: str, values: dict[str, Any]) -> tuple[str, dict[str, str]]:
                 raise HogQLError("Syntax error: '{' must start a placeholder like {name}")
             name = match.group(1)
             if name not in values:
-                raise HogQLError(f"Unresolved placeholder: {{{name}}}", "invalid_input")
+                raise HogQLError(f"Unresolved placeholder: {{{name}}}")
             marker = PH_PREFIX + name.replace(".", "__dot__")
             markers[marker] = name
             out.append(marker)
@@ -221,6 +217,11 @@ _SAFE_FUNCS: tuple[type[exp.Expression], ...] = (
 )
 
 
+def _not_implemented(name: str) -> HogQLError:
+    return HogQLError(f"posthog-local does not implement the HogQL function '{name}(...)' (PostHog has it); "
+                      "rewrite the query without it to test it here", "not_implemented_in_posthog_local")
+
+
 class _Rewriter:
     def __init__(self, values: dict[str, Any], markers: dict[str, str], now_sql: str,
                  today_sql: str, aliases: set[str], ctes: set[str]) -> None:
@@ -228,16 +229,19 @@ class _Rewriter:
         self.markers = markers
         self.params: dict[str, Any] = {}
         self.param_values: dict[str, Any] = {}  # DuckDB param name -> value
+        self.param_names: dict[str, str] = {}  # DuckDB param name -> placeholder name
         self.now_sql = now_sql
         self.today_sql = today_sql
         self.aliases = aliases
         self.ctes = ctes
         self.needs_person = False
+        self.week_mode = 3
 
     # -- helpers -------------------------------------------------------------------------------
     def placeholder(self, marker: str) -> exp.Expression:
         name = self.markers[marker]
         pname = "p_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+        self.param_names[pname] = name
         value = _param_value(name, self.values[name])
         self.params[pname] = value
         self.param_values[pname] = value
@@ -293,6 +297,11 @@ class _Rewriter:
             raise HogQLError(OFFSET_MESSAGE)
         if isinstance(node, exp.ParameterizedAgg):
             return self.parameterized(node)
+        if isinstance(node, exp.CountIf):
+            # ClickHouse: countIf over no matching row is 0 (DuckDB's count_if gives NULL there).
+            return exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=node.this))
+        if isinstance(node, exp.DateDiff):
+            return self.date_diff(node)
         if isinstance(node, exp.ApproxDistinct):
             return exp.Count(this=exp.Distinct(expressions=[node.this]))
         if isinstance(node, exp.Count) and node.this is None:
@@ -313,8 +322,30 @@ class _Rewriter:
             return self.anonymous(node)
         if isinstance(node, exp.Func) and not isinstance(node, _SAFE_FUNCS) and not isinstance(
                 node, (exp.Connector, exp.Binary, exp.Unary, exp.Predicate)):
-            raise HogQLError(f"Unsupported function call '{node.sql_name().lower()}(...)'")
+            raise _not_implemented(node.sql_name())
         return node
+
+    def date_diff(self, node: exp.DateDiff) -> exp.Expression:
+        """dateDiff(unit, a, b) counts unit boundaries crossed (ClickHouse), in the session's time
+        zone. DuckDB's date_diff does the same except for weeks, which ClickHouse counts as Monday
+        boundaries (toRelativeWeekNum); DuckDB counts whole 7-day spans."""
+        unit = (node.unit.name if node.unit is not None else "").lower().strip("'")
+        if unit.startswith(PH_PREFIX):  # dateDiff({unit}, …): PostHog prints the value as a constant
+            name = next((n for m, n in self.markers.items() if m.lower() == unit), None)
+            value = self.values.get(name) if name is not None else None
+            if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{1,12}", value):
+                raise HogQLError("dateDiff's unit must be a constant string such as 'day' or 'week'")
+            unit = value.lower()
+            node.set("unit", exp.Var(this=unit.upper()))
+        if unit not in ("week", "weeks", "wk", "ww"):
+            return node
+        start, end = node.expression, node.this
+
+        def monday(x: exp.Expression) -> exp.Expression:
+            return _cast(_fn("date_trunc", exp.Literal.string("week"), x), "DATE")
+
+        days = _fn("date_diff", exp.Literal.string("day"), monday(start), monday(end))
+        return exp.Paren(this=exp.IntDiv(this=days, expression=exp.Literal.number(7)))
 
     def column(self, node: exp.Column) -> exp.Expression:
         if isinstance(node.this, exp.Star):
@@ -421,7 +452,7 @@ class _Rewriter:
             return _window_funnel(window, args[0], args[1:])
         if name in ("quantile", "quantileExact", "quantileTDigest") and len(params) == 1 and len(args) == 1:
             return _fn("quantile_cont", args[0], params[0])
-        raise HogQLError(f"Unsupported function call '{name}(...)(...)'")
+        raise _not_implemented(name)
 
     def combined(self, node: exp.CombinedAggFunc) -> exp.Expression:
         name = str(node.this)
@@ -439,7 +470,7 @@ class _Rewriter:
             else:
                 agg = _fn(target, *values)
             return exp.Filter(this=agg, expression=exp.Where(this=cond))
-        raise HogQLError(f"Unsupported function call '{name}(...)'")
+        raise _not_implemented(name)
 
     def anon_agg(self, node: exp.AnonymousAggFunc) -> exp.Expression:
         name = str(node.this)
@@ -451,7 +482,7 @@ class _Rewriter:
         target = _SIMPLE_AGGS.get(name)
         if target:
             return _fn(target, *args)
-        raise HogQLError(f"Unsupported function call '{name}(...)'")
+        raise _not_implemented(name)
 
     def anonymous(self, node: exp.Anonymous) -> exp.Expression:
         name = str(node.this)
@@ -461,7 +492,7 @@ class _Rewriter:
         if handler is None:
             if low in _TRUNC_UNITS and _TRUNC_UNITS[low] and len(args) >= 1:
                 return _cast(_fn("date_trunc", exp.Literal.string(_TRUNC_UNITS[low]), args[0]),
-                             "TIMESTAMP")
+                             "TIMESTAMPTZ")
             if low in _DATE_TRUNC and len(args) >= 1:
                 return _cast(_fn("date_trunc", exp.Literal.string(_DATE_TRUNC[low]), args[0]), "DATE")
             if low in _PARTS and len(args) >= 1:
@@ -469,7 +500,7 @@ class _Rewriter:
             m = re.fullmatch(r"(tointerval|add|subtract)(second|minute|hour|day|week|month|quarter|year)s?", low)
             if m:
                 return _interval_fn(m.group(1), m.group(2), args)
-            raise HogQLError(f"Unsupported function call '{name}(...)'")
+            raise _not_implemented(name)
         return handler(self, args, name)
 
 
@@ -490,26 +521,41 @@ def _interval_fn(kind: str, unit: str, args: list[exp.Expression]) -> exp.Expres
     return exp.Add(this=args[0], expression=delta) if kind == "add" else exp.Sub(this=args[0], expression=delta)
 
 
-def _window_funnel(window_s: int, ts: exp.Expression, conds: list[exp.Expression]) -> exp.Expression:
-    """windowFunnel as DuckDB list lambdas: for each start event, greedily match the next steps
-    (each at or after the previous match, within `window` seconds of the start); the level is
-    the best over all starts (ClickHouse's default mode)."""
+def _funnel_time(ts: exp.Expression) -> str:
+    """The funnel's clock as an integer: days for a Date, seconds for a DateTime, a number as is."""
+    inner = ts.this if isinstance(ts, exp.Paren) else ts
+    if isinstance(inner, exp.Cast) and inner.to.is_type("date"):
+        return f"CAST(({ts.sql('duckdb')}) - DATE '1970-01-01' AS BIGINT)"
+    if (isinstance(inner, exp.Cast) and inner.to.is_type(*exp.DataType.INTEGER_TYPES)) or (
+            isinstance(inner, exp.Literal) and not inner.is_string):
+        return f"CAST(({ts.sql('duckdb')}) AS BIGINT)"
+    return f"CAST(floor(epoch({ts.sql('duckdb')})) AS BIGINT)"
+
+
+def _window_funnel(window: int, ts: exp.Expression, conds: list[exp.Expression]) -> exp.Expression:
+    """ClickHouse's windowFunnel (default mode) as one pass over each group's sorted events.
+
+    AggregateFunctionWindowFunnel: every row adds (timestamp, step) for each condition it meets,
+    highest step first; the list is stably sorted by timestamp; then, in order, step 1 starts a
+    chain at its timestamp and step k takes over step k-1's chain start when the event is at most
+    `window` after that start. The level is the highest step holding a chain. Timestamps are
+    whole seconds for DateTime (and Date as days), the value itself for unsigned numbers; `window`
+    is in the same unit. Here the events become [time, -step] pairs (list_sort then gives time
+    order, higher steps first) folded by list_reduce into the k chain starts (-1: none): linear
+    per person, so a 5-step funnel over the whole dataset stays well under a second."""
     k = len(conds)
-    fields = ", ".join(f"c{i + 1} := coalesce(({c.sql('duckdb')}), false)" for i, c in enumerate(conds))
-    any_cond = " OR ".join(f"coalesce(({c.sql('duckdb')}), false)" for c in conds)
-    evs = f"list(struct_pack(t := epoch_ms({ts.sql('duckdb')}), {fields})) FILTER (WHERE {any_cond})"
-    window_ms = window_s * 1000
-    times: list[str] = []
-    previous = "__s.t"
-    for step in range(2, k + 1):
-        var = f"__f{step}"
-        t_step = (f"list_min(list_transform(list_filter({evs}, {var} -> {var}.c{step} AND "
-                  f"{var}.t >= ({previous}) AND {var}.t <= __s.t + {window_ms}), {var} -> {var}.t))")
-        times.append(t_step)
-        previous = t_step
-    level = " + ".join(["1"] + [f"(({t}) IS NOT NULL)::INTEGER" for t in times])
-    return _raw(f"coalesce(list_max(list_transform(list_filter({evs}, __s -> __s.c1), "
-                f"__s -> {level})), 0)")
+    t = _funnel_time(ts)
+    pairs = ", ".join(f"CASE WHEN coalesce(({c.sql('duckdb')}), false) THEN [{t}, -{i + 1}] END"
+                      for i, c in enumerate(conds))
+    steps = ["CASE WHEN __x[2] = -1 THEN __x[1] ELSE __acc[1] END"]
+    for j in range(2, k + 1):
+        steps.append(f"CASE WHEN __x[2] = -{j} AND __acc[{j - 1}] >= 0 AND __x[1] <= __acc[{j - 1}] + {int(window)} "
+                     f"THEN __acc[{j - 1}] ELSE __acc[{j}] END")
+    fold = "(__acc, __x) -> [" + ", ".join(steps) + "]"
+    start = "[" + ", ".join(["-1"] * k) + "]::BIGINT[]"
+    events = f"list_sort(flatten(list(list_filter([{pairs}], __e -> __e IS NOT NULL))))"
+    # chains fill from step 1 upwards and never empty, so the set ones are a prefix
+    return _raw(f"CAST(length(list_filter(list_reduce({events}, {fold}, {start}), __v -> __v >= 0)) AS UBIGINT)")
 
 
 def _week_start(arg: exp.Expression, mode: int) -> exp.Expression:
@@ -538,7 +584,7 @@ def _h_today(r: _Rewriter, args: list[exp.Expression], name: str) -> exp.Express
 
 
 def _h_yesterday(r: _Rewriter, args: list[exp.Expression], name: str) -> exp.Expression:
-    return _raw(f"({r.today_sql} - 1)")
+    return _raw(f"(CAST({r.today_sql} AS DATE) - 1)")
 
 
 def _h_todate(r: _Rewriter, args: list[exp.Expression], name: str) -> exp.Expression:
@@ -547,13 +593,25 @@ def _h_todate(r: _Rewriter, args: list[exp.Expression], name: str) -> exp.Expres
 
 
 def _h_todatetime(r: _Rewriter, args: list[exp.Expression], name: str) -> exp.Expression:
+    """toDateTime: a DateTime64 column becomes DateTime (whole seconds, ClickHouse toDateTime); text
+    is parsed like parseDateTime64BestEffortOrNull (NULL when unreadable), a text without offset
+    in the session's (the project's) time zone."""
     _need(args, 1, 3, name)
-    return _cast(args[0], "TIMESTAMP", safe=name.lower().endswith("ornull"))
+    arg = args[0]
+    if isinstance(arg, exp.Column) and arg.name in ("timestamp", "created_at"):
+        return _fn("date_trunc", exp.Literal.string("second"), arg)
+    if name == "toDateTime64" and not isinstance(arg, (exp.Literal, exp.Placeholder)):
+        return arg
+    return _cast(arg, "TIMESTAMPTZ", safe=True)
 
 
 def _h_startofweek(r: _Rewriter, args: list[exp.Expression], name: str) -> exp.Expression:
+    """toStartOfWeek(x[, mode]): without a mode PostHog's printer inserts the project's week start
+    (WeekStartDay.clickhouse_mode: Sunday 0, Monday 3); odd modes start weeks on Monday."""
     _need(args, 1, 3, name)
-    mode = r.const_int(args[1], "toStartOfWeek mode") if len(args) >= 2 else 0
+    mode = r.const_int(args[1], "toStartOfWeek mode") if len(args) >= 2 else r.week_mode
+    if not 0 <= mode <= 9:
+        raise HogQLError(f"The last argument of function toStartOfWeek must be a week mode from 0 to 9, not {mode}")
     return _week_start(args[0], mode)
 
 
@@ -564,15 +622,16 @@ def _h_monday(r: _Rewriter, args: list[exp.Expression], name: str) -> exp.Expres
 
 def _h_startofinterval(r: _Rewriter, args: list[exp.Expression], name: str) -> exp.Expression:
     _need(args, 2, 3, name)
-    return _fn("time_bucket", args[1], args[0], _raw("TIMESTAMP '1970-01-01 00:00:00'"))
+    return _fn("time_bucket", args[1], _cast(args[0], "TIMESTAMPTZ"), _raw("TIMESTAMPTZ '1970-01-01 00:00:00+00'"))
 
 
 def _h_float(r: _Rewriter, args: list[exp.Expression], name: str) -> exp.Expression:
-    _need(args, 1, 1, name)
+    _need(args, 1, 2, name)
     low = name.lower()
-    if low.endswith("orzero"):
-        return exp.Coalesce(this=_cast(args[0], "DOUBLE", safe=True), expressions=[exp.Literal.number(0)])
-    return _cast(args[0], "DOUBLE", safe=low.endswith("ornull"))
+    if low.endswith("orzero") or low.endswith("ordefault"):
+        fallback = args[1] if len(args) > 1 else exp.Literal.number(0)
+        return exp.Coalesce(this=_cast(args[0], "DOUBLE", safe=True), expressions=[fallback])
+    return _cast(args[0], "DOUBLE", safe=not name.startswith("_"))
 
 
 def _h_int(r: _Rewriter, args: list[exp.Expression], name: str) -> exp.Expression:
@@ -580,7 +639,7 @@ def _h_int(r: _Rewriter, args: list[exp.Expression], name: str) -> exp.Expressio
     low = name.lower()
     if low.endswith("orzero"):
         return exp.Coalesce(this=_int_cast(args[0], True), expressions=[exp.Literal.number(0)])
-    return _int_cast(args[0], low.endswith("ornull"))
+    return _int_cast(args[0], not name.startswith("_"))
 
 
 def _h_string(r: _Rewriter, args: list[exp.Expression], name: str) -> exp.Expression:
@@ -722,8 +781,9 @@ _ANON: dict[str, Callable[[_Rewriter, list[exp.Expression], str], exp.Expression
     "tostartofinterval": _h_startofinterval,
     "tofloat": _h_float, "tofloat64": _h_float, "tofloat32": _h_float, "tofloatornull": _h_float,
     "tofloat64ornull": _h_float, "tofloatorzero": _h_float, "tofloat64orzero": _h_float,
+    "tofloatordefault": _h_float,
     "todecimal": _h_float, "todecimal32": _h_float, "todecimal64": _h_float,
-    "toint": _h_int, "toint64": _h_int, "toint32": _h_int, "toint16": _h_int, "toint8": _h_int,
+    "toint": _h_int, "_toint64": _h_int, "_touint64": _h_int, "_toint32": _h_int, "toint64": _h_int, "toint32": _h_int, "toint16": _h_int, "toint8": _h_int,
     "touint64": _h_int, "touint32": _h_int, "touint16": _h_int, "touint8": _h_int,
     "tointornull": _h_int, "toint64ornull": _h_int, "tointorzero": _h_int, "toint64orzero": _h_int,
     "tostring": _h_string, "touuid": _h_string, "tobool": _h_bool,
@@ -780,6 +840,28 @@ def _display_name(node: exp.Expression, markers: dict[str, str]) -> str:
     return text.replace("`", "")
 
 
+def _ast_columns(ast: dict[str, Any], query: str) -> list[str] | None:
+    """Column names as PostHog gives them: the alias, the field path, else the expression's text."""
+    node = ast
+    while node.get("node") == "SelectSetQuery":
+        node = node.get("initial_select_query") or {}
+    if node.get("node") != "SelectQuery":
+        return None
+    names = []
+    for item in node.get("select") or []:
+        kind = item.get("node")
+        if kind == "Alias":
+            names.append(str(item.get("alias")))
+        elif kind == "Field":
+            names.append(".".join(str(c) for c in item.get("chain") or []))
+        else:
+            start, end = (item.get("start") or {}).get("offset"), (item.get("end") or {}).get("offset")
+            if not isinstance(start, int) or not isinstance(end, int):
+                return None
+            names.append(query[start:end])
+    return names
+
+
 def _first_select(node: exp.Expression) -> exp.Select | None:
     while isinstance(node, (exp.Union, exp.Except, exp.Intersect)):
         node = node.this
@@ -813,12 +895,69 @@ def _join_persons(tree: exp.Expression, ctes: set[str]) -> None:
                 item.set("this", exp.Star(**{"except": hidden}))
 
 
+def _is_sum(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Sum):
+        return True
+    if isinstance(node, exp.Filter):
+        inner = node.this
+        return isinstance(inner, exp.Sum) or (isinstance(inner, exp.Anonymous) and str(inner.this).lower() == "sum")
+    return False
+
+
+def _zero_empty_sums(tree: exp.Expression) -> None:
+    """ClickHouse's sum and sumIf over no rows are 0 (DuckDB: NULL); window sums are left alone."""
+    for node in list(tree.find_all(exp.Sum, exp.Filter)):
+        if not _is_sum(node) or isinstance(node.parent, (exp.Window, exp.Filter)):
+            continue
+        node.replace(exp.Coalesce(this=node.copy(), expressions=[exp.Literal.number(0)]))
+
+
+def _shape(value: Any) -> Any:
+    """What of a value can change the SQL: its type; an int's value (a LIMIT, a window, a week
+    mode are printed); a list's emptiness and item types. Strings never reach the SQL text."""
+    if isinstance(value, bool) or value is None:
+        return (type(value).__name__, value)
+    if isinstance(value, int):
+        return ("int", value)
+    if isinstance(value, list):
+        return ("list", len(value) == 0, tuple(sorted({type(v).__name__ for v in value})))
+    if isinstance(value, str) and len(value) <= 12 and value.isalpha():
+        return ("word", value.lower())  # e.g. dateDiff({unit}, …) prints the unit
+    return (type(value).__name__,)
+
+
+_CACHE: dict[Any, tuple[Translation, dict[str, str]]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
 def translate(query: str, values: dict[str, Any] | None, now_sql: str, today_sql: str,
-              default_limit: int = DEFAULT_LIMIT, max_limit: int = MAX_LIMIT) -> Translation:
-    """Translate one HogQL SELECT. Raises HogQLError for anything outside the supported subset."""
+              default_limit: int = DEFAULT_LIMIT, max_limit: int = MAX_LIMIT, week_start_day: int = 1) -> Translation:
+    """Translate one HogQL SELECT. Raises HogQLError for anything outside the supported subset.
+    Translations are remembered by query text and the shape of its values (export pages send one
+    text with new values): a hit only binds the new values."""
     if not isinstance(query, str) or not query.strip():
         raise HogQLError("Query is empty")
     values = dict(values or {})
+    key = (query, now_sql, today_sql, default_limit, max_limit, week_start_day,
+           tuple(sorted((k, _shape(v)) for k, v in values.items())))
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+    if hit is not None:
+        cached, names = hit
+        params = {pname: _param_value(name, values[name]) for pname, name in names.items()}
+        return Translation(sql=cached.sql, params=params, columns=cached.columns, limit=cached.limit,
+                           fetch=cached.fetch, has_explicit_limit=cached.has_explicit_limit)
+    tr, names = _translate(query, values, now_sql, today_sql, default_limit, max_limit, week_start_day)
+    with _CACHE_LOCK:
+        if len(_CACHE) > 512:
+            _CACHE.clear()
+        _CACHE[key] = (tr, names)
+    return tr
+
+
+def _translate(query: str, values: dict[str, Any], now_sql: str, today_sql: str, default_limit: int,
+               max_limit: int, week_start_day: int) -> tuple[Translation, dict[str, str]]:
+    ast = check(query, values)  # PostHog's parser and function registry first: refuse what PostHog refuses
     text, markers = _scan(query, values)
     try:
         statements = [s for s in sqlglot.parse(text, read="clickhouse") if s is not None]
@@ -827,7 +966,7 @@ def translate(query: str, values: dict[str, Any] | None, now_sql: str, today_sql
         message = re.sub(r"\x1b\[[0-9;]*m", "", message)
         for marker, name in markers.items():
             message = message.replace(marker, "{" + name + "}")
-        raise HogQLError(f"Syntax error: {message}", "invalid_input") from err
+        raise HogQLError(f"Syntax error: {message}", "hogql_syntax_error") from err
     if len(statements) != 1:
         raise HogQLError("Send exactly one SELECT statement (no ';'-separated statements)")
     tree = statements[0]
@@ -846,7 +985,7 @@ def translate(query: str, values: dict[str, Any] | None, now_sql: str, today_sql
         return isinstance(e, exp.Star) or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star))
 
     if first is not None and not any(is_star(e) for e in first.expressions):
-        columns = [_display_name(e, markers) for e in first.expressions]
+        columns = _ast_columns(ast, query) or [_display_name(e, markers) for e in first.expressions]
 
     ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
     aliases = set()
@@ -858,11 +997,13 @@ def translate(query: str, values: dict[str, Any] | None, now_sql: str, today_sql
             aliases.add(sub.alias)
 
     rewriter = _Rewriter(values, markers, now_sql, today_sql, aliases, ctes)
+    rewriter.week_mode = 0 if week_start_day == 0 else 3
     # Read the top-level LIMIT before the pass (a placeholder limit becomes a parameter).
     tree = rewriter.rewrite(tree)
 
     if rewriter.needs_person:
         _join_persons(tree, ctes)
+    _zero_empty_sums(tree)
 
     limit_node = tree.args.get("limit")
     explicit = isinstance(limit_node, exp.Limit)
@@ -882,5 +1023,6 @@ def translate(query: str, values: dict[str, Any] | None, now_sql: str, today_sql
     # Bind only the parameters the final SQL uses (a LIMIT placeholder became a literal, an
     # empty-list IN became FALSE).
     params = {k: v for k, v in rewriter.params.items() if re.search(rf"\${k}\b", sql)}
+    names = {k: rewriter.param_names[k] for k in params}
     return Translation(sql=sql, params=params, columns=columns, limit=limit, fetch=fetch,
-                       has_explicit_limit=explicit)
+                       has_explicit_limit=explicit), names

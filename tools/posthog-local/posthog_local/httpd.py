@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from .app import CAPTURE_PATHS, FLAG_PATHS, App, Request, Response
-from .capture import MAX_BODY_BYTES
 from .faults import Fault
 
 
@@ -72,13 +71,13 @@ class Handler(BaseHTTPRequestHandler):
                         pass
                     break
                 total += size
-                if total > MAX_BODY_BYTES:
+                if total > self.server.app.limits.max_body_bytes:
                     return None
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline(65537)
             return b"".join(chunks)
         length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
+        if length > self.server.app.limits.max_body_bytes:
             return None
         return self.rfile.read(length) if length > 0 else b""
 

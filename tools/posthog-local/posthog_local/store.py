@@ -7,6 +7,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import re
 import threading
 import time
 import uuid as uuidlib
@@ -21,7 +22,7 @@ from .generator import UUID_NAMESPACE
 from .hogql import EVENTS_WITH_PERSON, HogQLError, translate
 from .timeutil import iso_datetime, iso_ms
 
-QUERY_TIMEOUT_S = 10.0
+QUERY_TIMEOUT_S = 60.0  # HogQLGlobalSettings.max_execution_time (posthog/hogql/constants.py)
 
 _USER_ERRORS: tuple[type[BaseException], ...] = (
     duckdb.BinderException, duckdb.ParserException, duckdb.ConversionException,
@@ -46,10 +47,19 @@ class CapturedEvent:
     set_once_props: dict[str, Any]
 
 
-def _type_name(duck_type: str) -> str:
+def _tz_name(name: str) -> str:
+    """A time zone name safe to put in SET TimeZone (validated when the project was configured)."""
+    if not re.fullmatch(r"[A-Za-z0-9_+\-/]{1,64}", name):
+        raise ValueError(f"not a time zone name: {name!r}")
+    return name
+
+
+def _type_name(duck_type: str, timezone: str = "UTC") -> str:
     t = duck_type.upper()
     if t.endswith("[]"):
-        return f"Array({_type_name(t[:-2])})"
+        return f"Array({_type_name(t[:-2], timezone)})"
+    if t == "TIMESTAMP WITH TIME ZONE":
+        return f"DateTime64(6, '{timezone}')"
     simple = {"VARCHAR": "String", "BIGINT": "Int64", "INTEGER": "Int32", "SMALLINT": "Int16",
               "TINYINT": "Int8", "UBIGINT": "UInt64", "UINTEGER": "UInt32", "HUGEINT": "Int64",
               "DOUBLE": "Float64", "FLOAT": "Float32", "BOOLEAN": "Bool", "DATE": "Date",
@@ -74,7 +84,10 @@ def format_value(value: Any) -> Any:
     if isinstance(value, float):
         return None if math.isnan(value) or math.isinf(value) else value
     if isinstance(value, dt.datetime):
-        return iso_datetime(value)
+        if value.tzinfo is None:
+            return iso_datetime(value)
+        text = value.isoformat(timespec="microseconds")  # in the query's time zone, with its offset
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
@@ -107,8 +120,10 @@ class Store:
         self.meta = meta
         self.reference_ms = int(meta["reference_ms"])
         ref = dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=self.reference_ms)
-        self.now_sql = f"TIMESTAMP '{ref.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
-        self.today_sql = f"DATE '{ref.strftime('%Y-%m-%d')}'"
+        # now() is the pinned reference time, an instant; today() is its date in the session's
+        # (the project's) time zone, as ClickHouse's today() in the query's time zone.
+        self.now_sql = f"TIMESTAMPTZ '{ref.strftime('%Y-%m-%d %H:%M:%S.%f')}+00'"
+        self.today_sql = f"CAST({self.now_sql} AS DATE)"
         self.write_lock = threading.RLock()
         self._cursor_lock = threading.Lock()
         self.con = duckdb.connect(":memory:", config={"threads": threads})
@@ -119,6 +134,9 @@ class Store:
         self.person_of: dict[str, str] = {}
         self.distinct_ids_of: dict[str, list[str]] = {}
         self._load_persons()
+        self._running: set[duckdb.DuckDBPyConnection] = set()
+        self._running_lock = threading.Lock()
+        self.closing = False
         self.definitions_version = 0
         self._definitions_cache: dict[str, tuple[int, Any]] = {}
 
@@ -126,18 +144,24 @@ class Store:
     def _load(self) -> None:
         files = [str(self.data_dir / n) for n in EVENT_FILES if (self.data_dir / n).exists()]
         con = self.con
-        con.execute("CREATE TABLE events AS SELECT * FROM read_parquet($f) ORDER BY timestamp, uuid",
+        # Time columns are instants (TIMESTAMPTZ, like ClickHouse's DateTime64(6, 'UTC')): each
+        # query's session time zone (the project's) then decides dates, day and week starts.
+        con.execute("SET GLOBAL TimeZone = 'UTC'")
+        con.execute("SET GLOBAL default_null_order = 'nulls_last'")
+        con.execute("CREATE TABLE events AS SELECT * REPLACE (timezone('UTC', timestamp) AS timestamp, "
+                    "timezone('UTC', created_at) AS created_at) FROM read_parquet($f) ORDER BY timestamp, uuid",
                     {"f": files})
-        con.execute("CREATE TABLE persons AS SELECT id, created_at, properties, is_identified "
-                    "FROM read_parquet($f)", {"f": str(self.data_dir / "persons.parquet")})
+        con.execute("CREATE TABLE persons AS SELECT id, timezone('UTC', created_at) AS created_at, properties, "
+                    "is_identified FROM read_parquet($f)", {"f": str(self.data_dir / "persons.parquet")})
         con.execute("CREATE TABLE person_distinct_ids AS SELECT distinct_id, id AS person_id "
                     "FROM read_parquet($f)", {"f": str(self.data_dir / "persons.parquet")})
         con.execute("CREATE TABLE cohort_people (cohort_id BIGINT, person_id VARCHAR)")
         con.execute(f"CREATE VIEW {EVENTS_WITH_PERSON} AS SELECT e.*, p.properties AS __person_properties, "
                     "p.created_at AS __person_created_at FROM events e LEFT JOIN persons p ON p.id = e.person_id")
-        # From here on HogQL cannot reach files or settings, whatever it tries.
+        # From here on HogQL cannot reach files, whatever it tries. (The configuration stays
+        # unlocked so each query can set its session's time zone; HogQL cannot issue SET: PostHog's
+        # parser admits one SELECT, and only registry functions reach DuckDB.)
         con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
 
     def _load_persons(self) -> None:
         rows = self.con.execute(
@@ -177,49 +201,71 @@ class Store:
             cur.close()
 
     # -- HogQL ---------------------------------------------------------------------------------
-    def run_hogql(self, query: str, values: dict[str, Any] | None,
-                  timeout_s: float = QUERY_TIMEOUT_S) -> dict[str, Any]:
+    def run_hogql(self, query: str, values: dict[str, Any] | None, *, timezone: str = "UTC",
+                  week_start_day: int = 1, timeout_s: float = QUERY_TIMEOUT_S) -> dict[str, Any]:
+        """Run one HogQL SELECT in `timezone` (the project's, or UTC when the query's modifiers say
+        convertToProjectTimezone: false). PostHog's answer shape: results, columns, types, and
+        hasMore/limit/offset only when the query had no LIMIT of its own (HogQLHasMorePaginator)."""
         started = time.monotonic()
-        tr = translate(query, values, self.now_sql, self.today_sql)
+        tr = translate(query, values, self.now_sql, self.today_sql, week_start_day=week_start_day)
         cur = self.cursor()
+        with self._running_lock:
+            self._running.add(cur)
         timer = threading.Timer(timeout_s, cur.interrupt)
         timer.daemon = True
-        timer.start()
         try:
+            cur.execute(f"SET TimeZone = '{_tz_name(timezone)}'")
+            timer.start()
             result = cur.execute(tr.sql, tr.params or None)
             description = result.description or []
             rows = result.fetchall()
         except duckdb.InterruptException as err:
-            raise HogQLError(f"Query exceeded the maximum execution time of {timeout_s:g} seconds",
-                             "query_timeout") from err
+            if self.closing:
+                raise QueryFailed("the server is stopping") from err
+            raise HogQLError(f"Query exceeded the maximum execution time of {timeout_s:g} seconds: narrow it "
+                             "(a shorter time range, fewer columns) or run it asynchronously",
+                             "timeout_exceeded") from err
         except _USER_ERRORS as err:
-            raise HogQLError(_clean_engine_message(err), "invalid_input") from err
+            raise HogQLError(_clean_engine_message(err), "hogql_query_error") from err
         except duckdb.Error as err:
             raise QueryFailed(type(err).__name__) from err
         finally:
             timer.cancel()
+            with self._running_lock:
+                self._running.discard(cur)
             cur.close()
         has_more = len(rows) > tr.limit
         rows = rows[: tr.limit]
         names = tr.columns if tr.columns is not None and len(tr.columns) == len(description) \
             else [d[0] for d in description]
-        types = [[name, _type_name(str(d[1]))] for name, d in zip(names, description, strict=True)]
+        types = [[name, _type_name(str(d[1]), timezone)] for name, d in zip(names, description, strict=True)]
         elapsed = time.monotonic() - started
+        paged = not tr.has_explicit_limit
         return {
             "results": [[format_value(v) for v in row] for row in rows],
             "columns": names,
             "types": types,
-            "hasMore": has_more,
-            "limit": tr.limit,
-            "offset": 0,
+            "hasMore": has_more if paged else None,
+            "limit": tr.limit if paged else None,
+            "offset": 0 if paged else None,
             "hogql": query,
             "timings": [{"k": "./posthog_local/execute", "t": round(elapsed, 6)}],
             "error": None,
-            "modifiers": {},
             "query_status": None,
             "is_cached": False,
-            "timezone": "UTC",
+            "timezone": timezone,
         }
+
+    def interrupt_all(self) -> None:
+        """Stops every running query (the server is shutting down)."""
+        self.closing = True
+        with self._running_lock:
+            running = list(self._running)
+        for cur in running:
+            try:
+                cur.interrupt()
+            except duckdb.Error:
+                pass
 
     # -- capture -------------------------------------------------------------------------------
     def _ensure_person(self, distinct_id: str, set_props: dict[str, Any],
@@ -228,7 +274,8 @@ class Store:
         if pid is None:
             pid = str(uuidlib.uuid5(UUID_NAMESPACE, f"captured:{distinct_id}"))
             props = {**set_once, **set_props}
-            person: dict[str, Any] = {"id": pid, "created_at": when, "properties": props,
+            created = when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when
+            person: dict[str, Any] = {"id": pid, "created_at": created, "properties": props,
                                       "is_identified": False}
             self.persons[pid] = person
             self.person_of[distinct_id] = pid
@@ -356,9 +403,22 @@ class Store:
             return out
         return self._cached(f"props:{kind}", build)
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 0.5) -> bool:
+        """Interrupts running queries and closes the database once they have unwound (at most
+        `wait_s`). False when a query was still inside DuckDB: the connection is then left open
+        (closing it under a running query aborts the process); the caller exits anyway."""
+        self.interrupt_all()
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            with self._running_lock:
+                if not self._running:
+                    break
+            time.sleep(0.01)
+        else:
+            return False
         self.writer.close()
         self.con.close()
+        return True
 
 
 def person_json(person: dict[str, Any], distinct_ids: list[str]) -> dict[str, Any]:

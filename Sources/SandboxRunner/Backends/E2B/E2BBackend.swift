@@ -1,12 +1,15 @@
 import Foundation
 
-/// Runs bundles in E2B sandboxes: create → upload the bundle → start `python3 run.py` with the
-/// secrets as `envs` → kill, on every path out. With a warm pool, a reused sandbox skips create,
-/// and skips the upload when it already holds the bundle.
+/// Runs bundles in E2B sandboxes in two round trips on the critical path: create, then one
+/// `process.Process/Start` whose command carries the bundle (base64, in the environment) and
+/// unpacks and runs it. The kill comes after the result is handed back, on a cleanup thread
+/// that `shutdown()` waits for, so it is never skipped. With a warm pool a reused sandbox needs
+/// only the `Start`.
 public final class E2BBackend: SandboxBackend, @unchecked Sendable {
     public var name: String { "e2b" }
     public let config: E2BConfiguration
     public let pool: E2BWarmPool?
+    let cleanup = E2BCleanup()
     private let statsLock = NSLock()
     private var lastRoundTrips = 0
 
@@ -15,11 +18,14 @@ public final class E2BBackend: SandboxBackend, @unchecked Sendable {
         self.pool = config.warmPoolSize > 0 ? E2BWarmPool(config: config) : nil
     }
 
-    /// HTTP round trips the last run made (create, upload, start, kill…).
+    /// HTTP round trips the last run made before its result was ready (create, start; upload for
+    /// an oversized bundle). The kill or the pool's release come after and are not counted.
     public var roundTripsOfLastRun: Int { statsLock.lock(); defer { statsLock.unlock() }; return lastRoundTrips }
 
     public func run(_ job: SandboxJob, killer: ProcessKiller) async throws -> SandboxOutcome {
-        try await withTaskCancellationHandler {
+        // Refused before anything is created: the plan cannot hold a sandbox for this run.
+        _ = try config.sandboxLifetime(forRunTimeout: job.timeout, warm: pool != nil)
+        return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (cont: CheckedContinuation<SandboxOutcome, Error>) in
                 let thread = Thread {
                     do { cont.resume(returning: try self.runBlocking(job, killer: killer)) } catch { cont.resume(throwing: error) }
@@ -37,34 +43,52 @@ public final class E2BBackend: SandboxBackend, @unchecked Sendable {
         let start = clock.now
         let client = try E2BClient(config: config)
         killer.onKill { client.cancel() }
-        defer { statsLock.lock(); lastRoundTrips = client.roundTrips; statsLock.unlock() }
 
         var warm = pool?.acquire(minimumLifetime: job.timeout + config.lifetimeMargin)
         let sandbox: E2BSandbox
         if let w = warm {
             sandbox = w.sandbox
         } else {
-            let lifetime = job.timeout + config.lifetimeMargin + (pool != nil ? config.warmIdleTTL : .zero)
-            sandbox = try client.create(lifetime: lifetime, metadata: ["sandbox-runner-run": job.runId, "sandbox-runner": "1"])
+            var spec = E2BSandboxSpec(templateID: config.templateID,
+                                      lifetime: try config.sandboxLifetime(forRunTimeout: job.timeout, warm: pool != nil))
+            spec.metadata = ["sandbox-runner-run": job.runId, "sandbox-runner": "1"]
+            spec.network = job.network
+            sandbox = try client.create(spec)
             warm = pool.map { _ in E2BWarmSandbox(sandbox: sandbox, bundles: [], idleSince: clock.now) }
         }
+        // From here on every path out hands the sandbox to the cleanup thread: killed, or back
+        // to the pool when the run ended cleanly.
         var keep = false
         defer {
-            if keep, let w = warm, let pool { pool.release(w, client: client) } else { try? client.kill(sandbox) }
+            statsLock.lock(); lastRoundTrips = client.roundTrips; statsLock.unlock()
+            let w = warm, reuse = keep
+            if reuse, let w, let pool {
+                cleanup.schedule("return E2B sandbox \(sandbox.id) to the warm pool") { pool.release(w, client: client) }
+            } else {
+                cleanup.schedule("kill E2B sandbox \(sandbox.id)") { try client.kill(sandbox) }
+            }
         }
 
-        let archive = "/home/user/bundle-\(job.bundle.sha256.prefix(16)).tar.gz"
-        if !(warm?.bundles.contains(job.bundle.sha256) ?? false) {
-            try client.upload(sandbox, path: archive, bytes: job.bundle.bytes)
-            warm?.bundles.insert(job.bundle.sha256)
-        }
-        // A fresh directory per run: a reused sandbox never sees the last run's files.
-        let dir = "/home/user/run-\(job.runId.prefix(8))"
-        let command = "rm -rf /home/user/run-* && mkdir -p \(dir) && cd \(dir) && tar -xzf \(archive) && exec python3 -u -B -s run.py"
+        let encoded = job.bundle.bytes.withUnsafeBufferPointer { Data(buffer: $0) }.base64EncodedString()
         var envs = job.environment
         envs["PYTHONUNBUFFERED"] = "1"
         envs["PYTHONDONTWRITEBYTECODE"] = "1"
-        let r = try client.run(sandbox, command: command, envs: envs, cwd: "/home/user", timeout: job.timeout, outputLimit: job.outputLimit)
+        let script: String
+        if encoded.utf8.count <= config.inlineBundleLimit {
+            let chunks = Self.chunks(encoded, size: Self.inlineChunkBytes)
+            for (i, chunk) in chunks.enumerated() { envs["SANDBOX_RUNNER_BUNDLE_\(i)"] = chunk }
+            script = Self.command(runId: job.runId, unpack: .inline(chunks: chunks.count))
+        } else {
+            // Too big for one process's environment: upload it once (a warm sandbox keeps it).
+            let archive = "/home/user/bundle-\(job.bundle.sha256.prefix(16)).tar.gz"
+            if !(warm?.bundles.contains(job.bundle.sha256) ?? false) {
+                try client.upload(sandbox, path: archive, bytes: job.bundle.bytes)
+                warm?.bundles.insert(job.bundle.sha256)
+            }
+            script = Self.command(runId: job.runId, unpack: .file(archive))
+        }
+        let r = try client.run(sandbox, argv: ["/bin/bash", "-c", script], envs: envs, cwd: "/home/user", timeout: job.timeout,
+                               outputLimit: job.outputLimit, onOutput: job.onOutput)
         if r.incomplete && !r.timedOut && !killer.cancelled {
             throw RunnerError(.unavailable, "The E2B sandbox's output stream ended before the script did"
                 + (r.streamError.map { " (\($0))" } ?? "") + "; the sandbox was killed.")
@@ -72,11 +96,78 @@ public final class E2BBackend: SandboxBackend, @unchecked Sendable {
         keep = !r.timedOut && !r.incomplete && !killer.cancelled
         let outcome = ProcessOutcome(exitCode: r.timedOut ? 124 : r.exitCode, signal: r.signalled ? 9 : nil, timedOut: r.timedOut,
                                      cancelled: killer.cancelled, stdout: r.stdout, stderr: r.stderr, duration: clock.now - start)
-        return SandboxOutcome(process: outcome, isolation: "e2b", network: .host)
+        return SandboxOutcome(process: outcome, isolation: "e2b", network: job.network)
     }
 
-    /// Kills every warm sandbox (call before the owning process ends).
-    public func shutdown() { pool?.shutdown() }
+    /// Each environment string of a Linux process holds at most 128 KiB (MAX_ARG_STRLEN).
+    static let inlineChunkBytes = 96 * 1024
+
+    static func chunks(_ s: String, size: Int) -> [String] {
+        let bytes = Array(s.utf8)
+        return stride(from: 0, to: max(bytes.count, 1), by: size).map { String(decoding: bytes[$0..<min($0 + size, bytes.count)], as: UTF8.self) }
+    }
+
+    enum Unpack { case inline(chunks: Int), file(String) }
+
+    /// The one command of a run: a fresh directory (a reused sandbox never sees the last run's
+    /// files), the bundle unpacked into it, then `python3 run.py` in its place. No login shell:
+    /// nothing a previous run left in the home's profile files is sourced.
+    static func command(runId: String, unpack: Unpack) -> String {
+        let dir = "/home/user/run-\(runId.prefix(8))"
+        let source: String
+        switch unpack {
+        case .inline(let n):
+            let vars = (0..<n).map { "SANDBOX_RUNNER_BUNDLE_\($0)" }
+            source = "printf %s \"" + vars.map { "${\($0)}" }.joined() + "\" | base64 -d | tar -xzf -; unset " + vars.joined(separator: " ")
+        case .file(let archive):
+            source = "tar -xzf \(archive)"
+        }
+        return "set -eu -o pipefail; umask 077; rm -rf /home/user/run-*; mkdir -p \(dir); cd \(dir); \(source); "
+            + "exec python3 -u -B -s run.py"
+    }
+
+    /// Kills every warm sandbox and waits for every pending kill (call before the owning process
+    /// ends). Returns what could not be cleaned up (those sandboxes end at their own timeout).
+    @discardableResult
+    public func shutdown() -> [String] {
+        var failures = cleanup.drain()
+        pool?.shutdown()
+        failures += cleanup.drain()
+        return failures
+    }
+}
+
+/// Work that follows a run off its critical path (kills, returns to the pool), each on its own
+/// thread (blocking libcurl), and waited for by `drain()`.
+final class E2BCleanup: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var pending = 0
+    private var failures: [String] = []
+
+    func schedule(_ what: String, _ work: @escaping @Sendable () throws -> Void) {
+        condition.lock(); pending += 1; condition.unlock()
+        let t = Thread { [self] in
+            var failure: String?
+            do { try work() } catch { failure = "Could not \(what): \(error). It ends by itself at its timeout." }
+            condition.lock()
+            if let failure { failures.append(failure) }
+            pending -= 1
+            condition.broadcast()
+            condition.unlock()
+        }
+        t.name = "sandbox-runner.e2b-cleanup"
+        t.start()
+    }
+
+    /// Waits until nothing is pending; returns the failures so far and forgets them.
+    func drain() -> [String] {
+        condition.lock()
+        while pending > 0 { condition.wait() }
+        let f = failures
+        failures = []
+        condition.unlock()
+        return f
+    }
 }
 
 /// A warm sandbox and the bundles it already holds.
@@ -119,7 +210,7 @@ public final class E2BWarmPool: @unchecked Sendable {
         w.idleSince = .now
         // Keep it alive for the idle TTL plus one more run; E2B kills it by itself after that.
         if w.sandbox.endsAt - .now < config.warmIdleTTL + config.lifetimeMargin {
-            do { try client.extend(&w.sandbox, lifetime: config.warmIdleTTL + config.lifetimeMargin * 4) } catch {
+            do { try client.extend(&w.sandbox, lifetime: min(config.warmIdleTTL + config.lifetimeMargin * 4, config.maxSandboxTimeout)) } catch {
                 try? client.kill(w.sandbox)
                 return
             }

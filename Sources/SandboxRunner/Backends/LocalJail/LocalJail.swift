@@ -70,7 +70,7 @@ public struct LocalJail: SandboxBackend {
             let env = Self.baseEnvironment(home: Self.home).merging(job.environment) { _, job in job }
             let outcome = try await launch(argv, layout: layout, files: files, environment: env, timeout: job.timeout,
                                            outputLimit: job.outputLimit, uid: geteuid() == 0 ? Self.freshUid() : nil,
-                                           runId: job.runId, killer: killer)
+                                           runId: job.runId, killer: killer, onOutput: job.onOutput)
             return SandboxOutcome(process: outcome, isolation: "bubblewrap", network: job.network)
         case .weak:
             let workspace = try Workspace.create(label: job.runId)
@@ -84,7 +84,7 @@ public struct LocalJail: SandboxBackend {
             let env = Self.baseEnvironment(home: workspace.home.path).merging(job.environment) { _, job in job }
             let outcome = try await launchWeak(argv, workspace: workspace.home.path, workingDirectory: nil, environment: env,
                                                timeout: job.timeout, outputLimit: job.outputLimit, uid: uid, runId: job.runId,
-                                               killer: killer, onOutput: nil)
+                                               killer: killer, onOutput: job.onOutput)
             removable = outcome.everythingEnded
             if uid != nil { try checkEnded(outcome) }
             return SandboxOutcome(process: outcome, isolation: "weak", network: .host)
