@@ -181,7 +181,26 @@ int sr_spawn_jailed(pid_t *pid, const char *path, char *const argv[], char *cons
     if (child == 0) {
         /* Only async-signal-safe calls from here to execve. */
         int keep = setup->keep_count > 0 ? setup->keep_count : 0;
-        int base = 3 + keep + 3;
+        int blobs = setup->blob_count > 0 ? setup->blob_count : 0;
+        if (keep > 256) sr_child_fail(report[1], EMFILE);
+        /* A runner at its descriptor limit (a server full of connections) leaves no room for the
+           moves below: first close everything the child does not need. */
+        int needed[256 + 3];
+        int n_needed = 0;
+        needed[n_needed++] = report[1];
+        needed[n_needed++] = stdout_fd;
+        needed[n_needed++] = stderr_fd;
+        for (int i = 0; i < keep; i++) needed[n_needed++] = setup->keep_fds[i];
+        for (int i = 1; i < n_needed; i++)  /* insertion sort: no allocation here */
+            for (int j = i; j > 0 && needed[j - 1] > needed[j]; j--) { int t = needed[j]; needed[j] = needed[j - 1]; needed[j - 1] = t; }
+        int from = 3;
+        for (int i = 0; i < n_needed; i++) {
+            if (needed[i] > from && syscall(SYS_close_range, from, needed[i] - 1, 0) != 0)
+                for (int fd = from; fd < needed[i]; fd++) close(fd);
+            if (needed[i] + 1 > from) from = needed[i] + 1;
+        }
+        if (syscall(SYS_close_range, from, ~0U, 0) != 0) for (int fd = from; fd < 65536; fd++) close(fd);
+        int base = 3 + keep + blobs + 3;
         int w = fcntl(report[1], F_DUPFD_CLOEXEC, base);
         if (w < 0) sr_child_fail(report[1], errno);
         sr_default_dispositions();
@@ -189,7 +208,6 @@ int sr_spawn_jailed(pid_t *pid, const char *path, char *const argv[], char *cons
 
         /* Descriptors: first everything we need lifted above the targets, then placed. */
         int moved[256];
-        if (keep > 256) sr_child_fail(w, EMFILE);
         for (int i = 0; i < keep; i++) {
             moved[i] = fcntl(setup->keep_fds[i], F_DUPFD_CLOEXEC, base);
             if (moved[i] < 0) sr_child_fail(w, errno);
@@ -210,6 +228,24 @@ int sr_spawn_jailed(pid_t *pid, const char *path, char *const argv[], char *cons
                 if (write(fd, "0", 1) != 1) sr_child_fail(w, errno ? errno : EIO);
                 close(fd);
             }
+        }
+        for (int i = 0; i < blobs; i++) {
+            int want = 3 + keep + i;
+            int fd = memfd_create("jail", 0);
+            if (fd < 0) sr_child_fail(w, errno);
+            if (fd != want) {
+                if (dup2(fd, want) < 0) sr_child_fail(w, errno);
+                close(fd);
+            }
+            const char *p = setup->blobs[i].data;
+            size_t left = setup->blobs[i].len;
+            while (left > 0) {
+                ssize_t n = write(want, p, left);
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) sr_child_fail(w, n < 0 ? errno : EIO);
+                p += n; left -= (size_t)n;
+            }
+            if (lseek(want, 0, SEEK_SET) != 0) sr_child_fail(w, errno);
         }
         if (setup->set_limits) {
             struct rlimit r;

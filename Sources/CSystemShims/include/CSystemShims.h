@@ -24,6 +24,12 @@ int sr_pipe_cloexec(int fds[2]);
 /* Peak resident set size of this process, in KiB. */
 long sr_peak_rss_kib(void);
 
+/* Bytes the child puts into a memfd of its own (so the runner never holds those descriptors). */
+typedef struct {
+    const void *data;
+    size_t len;
+} sr_blob;
+
 /* What sr_spawn_jailed sets up in the child between fork and exec (async-signal-safe steps only). */
 typedef struct {
     int set_limits;           /* apply the rlimits below */
@@ -36,6 +42,10 @@ typedef struct {
     /* Descriptors handed to the child: keep_fds[i] becomes descriptor 3 + i there. */
     const int *keep_fds;
     int keep_count;
+    /* Contents the child writes into memfds of its own at descriptors 3 + keep_count + i (bubblewrap's
+       --file and --seccomp sources): the runner needs no descriptor per file. */
+    const sr_blob *blobs;
+    int blob_count;
     int new_keyring;          /* join a fresh anonymous session keyring after dropping the uid */
     /* A seccomp BPF program (struct sock_filter[]) installed last, with no_new_privs; NULL for none
        (bubblewrap launches hand theirs to bubblewrap instead). */
@@ -43,8 +53,8 @@ typedef struct {
     size_t seccomp_len;
 } sr_jail_setup;
 
-/* Forks; the child resets every signal disposition, joins the cgroups, places the kept
-   descriptors at 3, 4, … and closes every other one, lowers its rlimits, drops to the given
+/* Forks; the child resets every signal disposition, places the kept descriptors at 3, 4, … and
+   closes every other one, joins the cgroups, makes the blobs' memfds, lowers its rlimits, drops to the given
    uid/gid (no capabilities remain), joins a fresh session keyring, installs the seccomp filter
    when given, empties its signal mask and execs. Returns 0 or an errno (of the child's setup or exec, reported through a close-on-exec
    pipe). */

@@ -58,6 +58,9 @@ public struct JailSetup: Sendable {
     /// Descriptors handed to the child: `passedFDs[i]` becomes descriptor 3 + i there. The runner
     /// closes its copies once the child is started (they belong to the spec from then on).
     public var passedFDs: [Int32] = []
+    /// Contents the child puts into memfds of its own at 3 + passedFDs.count + i (bubblewrap's
+    /// `--file` and `--seccomp` sources): the runner holds no descriptor per file.
+    public var blobs: [[UInt8]] = []
     /// Join a fresh session keyring after dropping the uid.
     public var newKeyring = true
     /// bubblewrap's `--json-status-fd` (read end) and `--block-fd` (write end), when the launch is a jail.
@@ -90,7 +93,6 @@ public final class ProcessKiller: @unchecked Sendable {
     private var extra: [@Sendable () -> Void] = []
     /// The current process's own extra kill (its cgroup).
     private var runAction: (@Sendable () -> Void)?
-    private var wake: Int32 = -1
     /// The runner itself is ending the current process (its timeout, or its end).
     private var terminating = false
     public private(set) var cancelled = false
@@ -110,8 +112,6 @@ public final class ProcessKiller: @unchecked Sendable {
         requested = true
         signalLocked()
         let actions = extra + (runAction.map { [$0] } ?? [])
-        let w = wake
-        if w >= 0 { var b: UInt8 = 1; _ = Glibc.write(w, &b, 1) }
         lock.unlock()
         for a in actions { a() }
     }
@@ -135,11 +135,10 @@ public final class ProcessKiller: @unchecked Sendable {
         }
     }
 
-    func attach(pid: pid_t, awaitingInit: Bool, wake: Int32, onKill: (@Sendable () -> Void)?) {
+    func attach(pid: pid_t, awaitingInit: Bool, onKill: (@Sendable () -> Void)?) {
         lock.lock()
         self.pid = pid
         self.awaitingInit = awaitingInit
-        self.wake = wake
         self.runAction = onKill
         terminating = false
         signalLocked()
@@ -168,7 +167,6 @@ public final class ProcessKiller: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         pid = 0
         if jailInit >= 0 { close(jailInit); jailInit = -1 }
-        wake = -1
         runAction = nil
     }
 
@@ -203,16 +201,13 @@ public enum ProcessRunner {
         let passed = spec.jail?.passedFDs ?? []
         let statusFD = spec.jail?.bubblewrapStatus ?? -1
         var blockFD = spec.jail?.bubblewrapBlock ?? -1
-        var wake: [Int32] = [-1, -1]
         defer {
             if statusFD >= 0 { close(statusFD) }
             if blockFD >= 0 { close(blockFD) }
-            for fd in wake where fd >= 0 { close(fd) }
         }
         let pipes: ([Int32], [Int32])
         do {
             pipes = try outputPipes()
-            guard sr_pipe_cloexec(&wake) == 0 else { throw RunnerError(.internalError, "Could not create a pipe (errno \(errno)).") }
         } catch {
             for fd in passed { close(fd) }
             throw error
@@ -227,13 +222,15 @@ public enum ProcessRunner {
             close(outPipe[0]); close(errPipe[0])
             throw RunnerError(.unavailable, "Could not start \(spec.executable): \(String(cString: strerror(rc))).")
         }
-        // Our own unreaped child: its pid cannot be reused, so this pidfd names it for sure.
-        let childFD = sr_pidfd_open(pid)
-        defer { if childFD >= 0 { close(childFD) } }
         let isBubblewrap = statusFD >= 0
+        // Our own unreaped child: its pid cannot be reused, so this pidfd names it for sure. A
+        // bubblewrap launch needs none: its status pipe closes when bubblewrap exits (its only
+        // other holder, the jail's pid 1, closes it before anything runs).
+        let childFD = isBubblewrap ? -1 : sr_pidfd_open(pid)
+        defer { if childFD >= 0 { close(childFD) } }
         var cgroupKill: (@Sendable () -> Void)?
         if let cgroup = spec.jail?.cgroup { cgroupKill = { cgroup.killAll() } }
-        killer.attach(pid: pid, awaitingInit: isBubblewrap, wake: wake[1], onKill: cgroupKill)
+        killer.attach(pid: pid, awaitingInit: isBubblewrap, onKill: cgroupKill)
 
         var stdout = CappedOutput(limit: spec.outputLimit)
         var stderr = CappedOutput(limit: spec.outputLimit)
@@ -301,18 +298,20 @@ public enum ProcessRunner {
             var fds = [pollfd(fd: outFDs[0], events: Int16(POLLIN), revents: 0),
                        pollfd(fd: outFDs[1], events: Int16(POLLIN), revents: 0),
                        pollfd(fd: statusOpen ? statusFD : -1, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: childFD, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: wake[0], events: Int16(POLLIN), revents: 0)]
+                       pollfd(fd: childFD, events: Int16(POLLIN), revents: 0)]
             let remaining = timedOut ? 250 : max(0, (deadline - now).milliseconds)
-            let cap: Int64 = childFD >= 0 ? 250 : 20
+            let cap: Int64 = isBubblewrap || childFD >= 0 ? 250 : 20
             let n = poll(&fds, nfds_t(fds.count), Int32(min(remaining, cap)))
             if n < 0 && errno != EINTR { break }
             if n > 0 {
                 for i in 0..<2 where fds[i].fd >= 0 && fds[i].revents != 0 { readOutput(i) }
                 if fds[2].fd >= 0 && fds[2].revents != 0 { readStatus() }
-                if fds[4].revents != 0 { _ = read(wake[0], buffer.baseAddress, 64) }
             }
-            if (fds[3].fd >= 0 && fds[3].revents != 0) || (childFD < 0 && childExited()) { exited = true }
+            if isBubblewrap {
+                exited = !statusOpen
+            } else if (fds[3].fd >= 0 && fds[3].revents != 0) || (childFD < 0 && childExited()) {
+                exited = true
+            }
         }
 
         // The command ended (or was killed): end every process of the run before anything else.
@@ -352,8 +351,14 @@ public enum ProcessRunner {
             }
         }
 
-        let exitedNormally = (waitStatus & 0x7f) == 0
-        let exitCode = exitedNormally ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f)
+        var exitedNormally = (waitStatus & 0x7f) == 0
+        var exitCode = exitedNormally ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f)
+        if let reported = status.exitCode {
+            // The command's own status as bubblewrap reported it (128 + n for a signal): bubblewrap
+            // itself may have been killed by the end of the run between reporting and exiting.
+            exitCode = reported
+            exitedNormally = true
+        }
         return ProcessOutcome(exitCode: exitCode, signal: exitedNormally ? nil : waitStatus & 0x7f, timedOut: timedOut,
                               cancelled: killer.cancelled, stdout: stdout, stderr: stderr, duration: clock.now - start,
                               jailStarted: isBubblewrap ? status.exitCode != nil : nil, everythingEnded: everythingEnded,
@@ -391,18 +396,32 @@ public enum ProcessRunner {
         let tasks = jail.cgroup?.tasksFiles ?? []
         let keep = jail.passedFDs
         let bpf = jail.seccomp ?? []
+        // One buffer for every blob, so a single pointer scope covers them all.
+        let joined: [UInt8] = jail.blobs.flatMap { $0 }
         var child: pid_t = 0
         let rc: Int32 = withCStrings(tasks) { (cTasks: UnsafePointer<UnsafeMutablePointer<CChar>?>) -> Int32 in
             keep.withUnsafeBufferPointer { (k: UnsafeBufferPointer<Int32>) -> Int32 in
                 bpf.withUnsafeBytes { (program: UnsafeRawBufferPointer) -> Int32 in
-                    setup.cgroup_tasks = tasks.isEmpty ? nil : UnsafePointer(OpaquePointer(cTasks))
-                    setup.keep_fds = k.baseAddress
-                    setup.keep_count = Int32(k.count)
-                    if jail.seccomp != nil {
-                        setup.seccomp_bpf = program.baseAddress
-                        setup.seccomp_len = program.count
+                    joined.withUnsafeBytes { (all: UnsafeRawBufferPointer) -> Int32 in
+                        var offset = 0
+                        var blobs: [sr_blob] = []
+                        for b in jail.blobs {
+                            blobs.append(sr_blob(data: b.isEmpty ? nil : all.baseAddress.map { $0 + offset }, len: b.count))
+                            offset += b.count
+                        }
+                        setup.cgroup_tasks = tasks.isEmpty ? nil : UnsafePointer(OpaquePointer(cTasks))
+                        setup.keep_fds = k.baseAddress
+                        setup.keep_count = Int32(k.count)
+                        if jail.seccomp != nil {
+                            setup.seccomp_bpf = program.baseAddress
+                            setup.seccomp_len = program.count
+                        }
+                        return blobs.withUnsafeBufferPointer { (list: UnsafeBufferPointer<sr_blob>) -> Int32 in
+                            setup.blobs = list.baseAddress
+                            setup.blob_count = Int32(list.count)
+                            return sr_spawn_jailed(&child, spec.executable, argv, envp, stdout, stderr, spec.workingDirectory, &setup)
+                        }
                     }
-                    return sr_spawn_jailed(&child, spec.executable, argv, envp, stdout, stderr, spec.workingDirectory, &setup)
                 }
             }
         }

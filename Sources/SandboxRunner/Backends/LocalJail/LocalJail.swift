@@ -149,31 +149,36 @@ public struct LocalJail: SandboxBackend {
                 onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)? = nil, extraFDs: [Int32] = []) async throws -> ProcessOutcome {
         let cgroup = CgroupV1(runId: runId, limits: limits)
         // Everything the child gets, in order: extra descriptors first (3, 4, … for the command),
-        // then bubblewrap's own. From the spawn on, the runner closes them; until then, we do.
+        // then bubblewrap's status and block pipes; from the spawn on the runner closes them, until
+        // then we do. Then the seccomp program and the bundle's files, which the child itself
+        // writes into memfds: the runner holds no descriptor per file (a server near its
+        // descriptor limit still starts runs).
         var passed: [Int32] = []
         var statusRead: Int32 = -1
         var blockWrite: Int32 = -1
-        func childFD(_ fd: Int32) -> Int32 { passed.append(fd); return Int32(2 + passed.count) }
         var descriptors = JailDescriptors()
+        var blobs: [[UInt8]] = []
         do {
             for fd in extraFDs {
                 let copy = fcntl(fd, F_DUPFD_CLOEXEC, 3)
                 guard copy >= 0 else { throw RunnerError(.internalError, "Could not pass a descriptor into the jail (errno \(errno)).") }
-                _ = childFD(copy)
+                passed.append(copy)
             }
-            descriptors.seccomp = childFD(try SeccompFilter.memfd())
             var status: [Int32] = [-1, -1]
             var block: [Int32] = [-1, -1]
             guard sr_pipe_cloexec(&status) == 0 else { throw RunnerError(.internalError, "Could not create a pipe (errno \(errno)).") }
             statusRead = status[0]
-            descriptors.status = childFD(status[1])
+            passed.append(status[1])
+            descriptors.status = Int32(2 + passed.count)
             guard sr_pipe_cloexec(&block) == 0 else { throw RunnerError(.internalError, "Could not create a pipe (errno \(errno)).") }
             blockWrite = block[1]
-            descriptors.block = childFD(block[0])
+            passed.append(block[0])
+            descriptors.block = Int32(2 + passed.count)
+            blobs.append(try SeccompFilter.bpf())
+            descriptors.seccomp = Int32(2 + passed.count + blobs.count)
             for f in files {
-                let fd = f.bytes.withUnsafeBytes { sr_memfd_with("bundle", $0.baseAddress, $0.count) }
-                guard fd >= 0 else { throw RunnerError(.internalError, "Could not put \(f.path) into the jail (errno \(errno)).") }
-                descriptors.files.append(.init(path: f.path, mode: 0o644, fd: childFD(fd)))
+                blobs.append(f.bytes)
+                descriptors.files.append(.init(path: f.path, mode: 0o644, fd: Int32(2 + passed.count + blobs.count)))
             }
         } catch {
             for fd in passed + [statusRead, blockWrite] where fd >= 0 { close(fd) }
@@ -187,6 +192,7 @@ public struct LocalJail: SandboxBackend {
         spec.onOutput = onOutput
         var setup = JailSetup(limits: limits, uid: uid)
         setup.passedFDs = passed
+        setup.blobs = blobs
         setup.bubblewrapStatus = statusRead
         setup.bubblewrapBlock = blockWrite
         setup.cgroup = cgroup
@@ -284,14 +290,14 @@ public struct JailTools: Sendable {
     static func probe(_ t: JailTools) -> String? {
         guard let bwrap = t.bwrap else { return "bubblewrap (bwrap) is not installed." }
         let layout = JailLayout(home: .tmpfs(bytes: 1 << 20), network: .none, tmpBytes: 1 << 20, shmBytes: 1 << 20)
-        let seccomp: Int32
-        do { seccomp = try SeccompFilter.memfd() } catch { return "\(error)" }
+        let bpf: [UInt8]
+        do { bpf = try SeccompFilter.bpf() } catch { return "\(error)" }
         var args = LocalJail.bubblewrapArguments(layout, descriptors: JailDescriptors(seccomp: 3))
         args += ["--", "/usr/bin/true"]
         var spec = ProcessSpec(executable: bwrap, arguments: args, environment: ["PATH": "/usr/bin:/bin"],
                                timeout: .seconds(10), outputLimit: 4096)
         var setup = JailSetup(limits: nil, uid: geteuid() == 0 ? 65534 : nil)
-        setup.passedFDs = [seccomp]
+        setup.blobs = [bpf]
         spec.jail = setup
         guard let outcome = try? ProcessRunner.runBlocking(spec, killer: ProcessKiller()) else { return "bubblewrap could not be started." }
         if outcome.exitCode == 0 { return nil }

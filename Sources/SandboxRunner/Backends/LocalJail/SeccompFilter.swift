@@ -141,12 +141,4 @@ public enum SeccompFilter {
         walk(bit: 31, mask: 0, value: 0, values: allowed)
         return out
     }
-
-    /// A memfd holding the BPF program, for `--seccomp FD`. The caller closes it.
-    static func memfd() throws -> Int32 {
-        let bytes = try bpf()
-        let fd = bytes.withUnsafeBytes { sr_memfd_with("seccomp", $0.baseAddress, $0.count) }
-        guard fd >= 0 else { throw RunnerError(.internalError, "Could not hand the seccomp filter to the jail (errno \(errno)).") }
-        return fd
-    }
 }
