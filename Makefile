@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := .build/debug/sandbox-runner
-APT_PACKAGES := bubblewrap libcurl4-openssl-dev libssl-dev libarchive-dev pkg-config python3 python3-venv util-linux
+APT_PACKAGES := bubblewrap libcurl4-openssl-dev libssl-dev libarchive-dev libseccomp-dev pkg-config procps python3 python3-venv util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup apt venv build release debug bench clean install

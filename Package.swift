@@ -24,6 +24,11 @@ let package = Package(
             pkgConfig: "libarchive",
             providers: [.apt(["libarchive-dev"])]
         ),
+        .systemLibrary(
+            name: "CSeccomp",
+            pkgConfig: "libseccomp",
+            providers: [.apt(["libseccomp-dev"])]
+        ),
         .target(name: "CSystemShims"),
         // e2b-local's launcher and TLS front: the system OpenSSL that libcurl already loads (libssl-dev).
         .target(
@@ -32,7 +37,7 @@ let package = Package(
         ),
         .target(
             name: "SandboxRunner",
-            dependencies: ["CCurl", "CArchive", "CSystemShims"]
+            dependencies: ["CCurl", "CArchive", "CSeccomp", "CSystemShims"]
         ),
         .target(
             name: "E2BLocal",

@@ -16,9 +16,10 @@ struct DoctorCommand: AsyncParsableCommand {
     struct Check: Codable { var name: String; var ok: Bool; var detail: String }
 
     func run() async throws {
-        if let workspace = printBubblewrapArguments {
-            // For the benchmark: the exact bind set a run gets, to time bare bubblewrap against the runner.
-            printJSON(LocalJail.bubblewrapArguments(workspace: workspace, network: .none, tmpBytes: JailLimits().tmpBytes), pretty: false)
+        if let script = printBubblewrapArguments {
+            // For the benchmark: the exact jail a run of SCRIPT gets (same options, seccomp filter,
+            // bundle files), to time bare bubblewrap against the runner.
+            try printJailPlan(script: script)
             return
         }
         let context = try Context.load()
@@ -28,18 +29,22 @@ struct DoctorCommand: AsyncParsableCommand {
 
         let jailProblem = tools.bubblewrapProblem
         checks.append(Check(name: "bubblewrap", ok: jailProblem == nil,
-                            detail: jailProblem ?? "\(tools.bwrap!) creates user, pid, ipc, uts, cgroup and network namespaces"))
+                            detail: jailProblem ?? "\(tools.bwrap!) creates user, pid, ipc, uts, cgroup and network namespaces, "
+                                + "no nested user namespaces, a read-only root and the workspace as a tmpfs inside the jail"))
         checks.append(Check(name: "python3", ok: tools.python != nil,
                             detail: tools.python.map { "\($0) (\(Self.version(of: $0)))" } ?? "missing: apt-get install python3"))
         checks.append(Check(name: "jail user", ok: true,
                             detail: geteuid() == 0 ? "running as root: each run gets its own unprivileged uid, so RLIMIT_NPROC caps that run alone"
                                 : "running as uid \(geteuid()): RLIMIT_NPROC counts all of this user's processes"))
-        let cg = LocalJail.cgroupControllers
-        let cgOn = JailLimits().useCgroups
-        checks.append(Check(name: "cgroups", ok: true,
-                            detail: cg.isEmpty ? "not usable here: limits are rlimits (address space, CPU, processes, file size, open files)"
-                                : cgOn ? "on: v1 controllers \(cg.joined(separator: ", ")) cap processes and memory of each run's whole tree"
-                                : "off (v1 controllers \(cg.joined(separator: ", ")) available): SANDBOX_RUNNER_CGROUPS=1 caps each run's whole tree (~10 ms a run)"))
+        checks.append(Self.cgroupCheck())
+        do {
+            let bpf = try SeccompFilter.bpf()
+            let calls = SeccompFilter.deniedGroups.reduce(0) { $0 + $1.calls.count }
+            checks.append(Check(name: "seccomp", ok: true, detail: "every jailed process runs under a filter (\(bpf.count / 8) BPF instructions) "
+                + "denying \(calls) calls (ptrace, keyrings, mounts, namespaces, bpf, io_uring, …) with EPERM; other ABIs are killed"))
+        } catch {
+            checks.append(Check(name: "seccomp", ok: false, detail: "\(error)"))
+        }
         checks.append(Check(name: "network", ok: true,
                             detail: "runs get no network (own namespace) unless they talk to PostHog; those share the host network"))
 
@@ -75,10 +80,41 @@ struct DoctorCommand: AsyncParsableCommand {
                        "checks": .array(checks.map { .object(["name": .string($0.name), "ok": .bool($0.ok), "detail": .string($0.detail)]) })],
                       pretty: true)
         } else {
-            for c in checks { print("\(c.ok ? "ok  " : "FAIL") \(c.name): \(context.redactor.redact(c.detail))") }
+            for c in checks { print("\(c.ok ? "ok  " : "FAIL") \(c.name): \(TerminalText.escape(context.redactor.redact(c.detail)))") }
             print(usable ? "\nRuns are isolated with bubblewrap." : "\nRuns cannot be isolated here: they are refused unless you pass --allow-weak-isolation.")
         }
         if !usable { throw ExitCode(69) }
+    }
+
+    func printJailPlan(script: String) throws {
+        let context = try Context.load()
+        guard let source = FileManager.default.contents(atPath: script) else { fail(RunnerError(.badInput, "Cannot read the script \(script).")) }
+        let assembler = try BundleAssembler(sandboxDirectory: context.locator.sandboxDirectory)
+        let bundle = try assembler.bundle(templateName: nil, script: String(decoding: source, as: UTF8.self), variables: [:])
+        let plan = try LocalJail().plan(bundle: bundle, network: .none)
+        printJSON(["command": JSONValue.array(plan.command.map(JSONValue.string)),
+                   "descriptors": .array(plan.descriptors.map { .string(Data($0).base64EncodedString()) }),
+                   "environment": .object(plan.environment.mapValues(JSONValue.string))], pretty: false)
+    }
+
+    /// Whether runs get per-run cgroups, and what bounds a run when they do not.
+    static func cgroupCheck() -> Check {
+        let limits = JailLimits()
+        let mib = { (b: Int) in "\(b >> 20) MiB" }
+        let tmpfs = "workspace \(mib(limits.workspaceBytes)), /tmp \(mib(limits.tmpBytes)), /dev/shm \(mib(limits.shmBytes))"
+        let without = "without them a run is bounded per process only: address space \(mib(limits.memoryBytes)) (RLIMIT_AS) "
+            + "× up to \(limits.processes) processes (RLIMIT_NPROC\(geteuid() == 0 ? " of the run's own uid" : ", counted across all of this user's processes")), "
+            + "tmpfs sizes (\(tmpfs)), CPU seconds, file size and open files; the total memory of a run's tree is not capped"
+        if let why = LocalJail.cgroupsUnavailableReason {
+            return Check(name: "cgroups", ok: true, detail: "unavailable: \(why); \(without)")
+        }
+        let controllers = LocalJail.cgroupControllers.joined(separator: ", ")
+        if !limits.useCgroups {
+            return Check(name: "cgroups", ok: true, detail: "off (SANDBOX_RUNNER_CGROUPS=0; v1 \(controllers) available): \(without)")
+        }
+        return Check(name: "cgroups", ok: true, detail: "on: each run gets its own cgroup v1 \(controllers): the whole tree holds at most "
+            + "\(mib(limits.memoryBytes)) of memory (--memory; its tmpfs files and kernel memory included, no swap) and \(limits.processes) processes; "
+            + "tmpfs sizes \(tmpfs)")
     }
 
     static func version(of python: String) -> String {

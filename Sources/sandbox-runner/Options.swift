@@ -92,7 +92,7 @@ struct Context {
 
 /// Prints a one-sentence error to stderr and exits with the error's code.
 func fail(_ error: RunnerError) -> Never {
-    FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+    FileHandle.standardError.write(Data("error: \(TerminalText.escape(error.message))\n".utf8))
     finish(error.exitCode)
 }
 

@@ -25,6 +25,8 @@ struct PostHogLocalCommand: AsyncParsableCommand {
         let argv = [python] + args
         let cArgs = argv.map { strdup($0) } + [nil]
         for (k, v) in env { setenv(k, v, 1) }
+        // The runtime blocks and ignores signals on its threads: the server must see SIGTERM.
+        ProcessRunner.resetSignalsForExec()
         execv(python, cArgs)
         fail(RunnerError(.unavailable, "Could not start \(python): \(String(cString: strerror(errno))). Run `make setup`."))
     }

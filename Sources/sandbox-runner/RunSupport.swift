@@ -69,15 +69,19 @@ func stopBackend(_ backend: any SandboxBackend) {
     }
 }
 
+/// Prints the result document: exact JSON with `--json`; for a person, the same JSON with the
+/// control characters a script could have printed (DEL, C1) escaped, and the error on stderr
+/// with every control character escaped.
 func emit(_ result: RunResult, json: Bool) -> Never {
     write(result, json: json)
     finish(result.exitStatus)
 }
 
 func write(_ result: RunResult, json: Bool) {
-    FileHandle.standardOutput.write(Data((result.jsonText(pretty: !json) + "\n").utf8))
+    let text = json ? result.jsonText(pretty: false) : TerminalText.escapeJSON(result.jsonText(pretty: true))
+    FileHandle.standardOutput.write(Data((text + "\n").utf8))
     if !result.success, let error = result.error, !json {
-        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        FileHandle.standardError.write(Data("error: \(TerminalText.escape(error))\n".utf8))
     }
 }
 

@@ -13,7 +13,11 @@ enum Repo {
     }()
     static let fixtures = root.appendingPathComponent("Tests/SandboxRunnerTests/Fixtures")
     static let fixtureTemplates = fixtures.appendingPathComponent("templates")
-    static let binary = root.appendingPathComponent(".build/debug/sandbox-runner")
+    /// The CLI under test; SANDBOX_RUNNER_TEST_BINARY points the CLI tests at another build
+    /// (e.g. main's, to see the attack tests fail on the code before a fix).
+    static let binary = ProcessInfo.processInfo.environment["SANDBOX_RUNNER_TEST_BINARY"].map { URL(fileURLWithPath: $0) }
+        ?? root.appendingPathComponent(".build/debug/sandbox-runner")
+    static let attacks = fixtures.appendingPathComponent("attacks")
     static var locator: ResourceLocator { ResourceLocator(home: root) }
 
     static func catalog() -> TemplateCatalog {

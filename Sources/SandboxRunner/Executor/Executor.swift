@@ -106,16 +106,18 @@ public struct Executor: Sendable {
         } catch {
             var r = failure(error, request: request, template: templateName, redactor: redactor)
             r.bundleSha256 = bundle.sha256
-            r.variables = rendered.variables
+            r.variables = rendered.variables.mapValues(redactor.redact)
             r.durationMs = Int((clock.now - start).milliseconds)
             return r
         }
         timings["sandboxMs"] = Int((clock.now - sandboxStart).milliseconds)
 
         let p = outcome.process
+        // Redaction on the bytes of each stream, then `data` parsed from what was redacted and
+        // every string in it redacted again (JSON escapes are decoded by then).
         let stdout = redactor.redact(p.stdout.text, truncated: p.stdout.truncated)
         let stderr = redactor.redact(p.stderr.text, truncated: p.stderr.truncated)
-        let data = p.stdout.truncated ? nil : JSONValue.parse(Data(stdout.utf8))
+        let data = p.stdout.truncated ? nil : JSONValue.parse(Data(stdout.utf8)).map(redactor.redact)
         let success = p.exitCode == 0 && !p.timedOut && !p.cancelled
         var error: String?
         var kind: RunnerError.Kind?
@@ -129,7 +131,8 @@ public struct Executor: Sendable {
                          durationMs: Int((clock.now - start).milliseconds), template: templateName, backend: backend.name,
                          runId: request.runId, stderr: stderr, truncated: p.stdout.truncated || p.stderr.truncated,
                          timedOut: p.timedOut, isolation: outcome.isolation, network: outcome.network.rawValue,
-                         bundleSha256: bundle.sha256, variables: rendered.variables, timings: timings, errorKind: kind)
+                         bundleSha256: bundle.sha256, variables: rendered.variables.mapValues(redactor.redact), timings: timings,
+                         errorKind: kind)
     }
 
     /// A short sentence for a failed process: the driver's own line when it wrote one.
@@ -139,12 +142,15 @@ public struct Executor: Sendable {
                 + "Raise \(name: .timeout) (up to \(maximumTimeout.components.seconds)) or narrow the work.", parameter: .timeout)
         }
         if p.cancelled { return RunnerError(.cancelled, "The run was cancelled and its sandbox killed.") }
+        // Exit codes are the script's own (125–127 included): a jail that did not start is the
+        // backend's error, thrown before a result exists.
+        if p.memoryLimitHit {
+            return RunnerError(.scriptFailed, "A process of the run was killed by the sandbox's memory limit (the whole process tree, "
+                + "its files in /tmp and the workspace included); work on less data at once or raise the memory limit.")
+        }
         let marker = "sandbox-runner-error: "
         if let line = stderr.split(separator: "\n").last(where: { $0.hasPrefix(marker) }) {
             return RunnerError(.scriptFailed, String(line.dropFirst(marker.count)))
-        }
-        if p.exitCode == 125 || p.exitCode == 126 || p.exitCode == 127 {
-            return RunnerError(.unavailable, "The sandbox could not start the script (exit \(p.exitCode)): \(stderr.split(separator: "\n").last ?? "").")
         }
         if let sig = p.signal {
             let name = sig == 9 ? "SIGKILL (often the memory or CPU limit)" : sig == 24 ? "SIGXCPU (the CPU-time limit)" : "signal \(sig)"

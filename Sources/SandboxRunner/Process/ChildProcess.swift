@@ -5,8 +5,9 @@ import Glibc
 #endif
 
 /// A long-lived helper process (posthog-local, e2b-local in tests): started with clean signal
-/// dispositions and mask, its stdout and stderr drained on a thread (the last 256 KiB kept),
-/// stopped with SIGTERM and then SIGKILL.
+/// dispositions and mask and PR_SET_PDEATHSIG(SIGKILL) (a runner killed with SIGKILL leaves no
+/// helper behind), its stdout and stderr drained on a thread (the last 256 KiB kept), stopped
+/// with SIGTERM and then SIGKILL.
 public final class ChildProcess: @unchecked Sendable {
     public let pid: pid_t
     public let stdout = OutputTail()
@@ -22,7 +23,13 @@ public final class ChildProcess: @unchecked Sendable {
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
-        let rc = sr_spawn(&pid, executable, argv, envp, out[1], err[1], 0, nil)
+        let (outW, errW) = (out[1], err[1])
+        let rc: Int32
+        (rc, pid) = HelperSpawner.shared.perform { () -> (Int32, pid_t) in
+            var child: pid_t = 0
+            let rc = sr_spawn_helper(&child, executable, argv, envp, outW, errW)
+            return (rc, child)
+        }
         close(out[1]); close(err[1])
         guard rc == 0 else {
             close(out[0]); close(err[0])
@@ -88,4 +95,42 @@ public final class OutputTail: @unchecked Sendable {
     public func firstLine(containing s: String) -> String? {
         text.split(separator: "\n").first { $0.contains(s) }.map(String.init)
     }
+}
+
+/// Forks helpers from one thread that lives as long as the process: the parent-death signal
+/// fires when the thread that forked a child ends, and pool threads come and go.
+final class HelperSpawner: @unchecked Sendable {
+    static let shared = HelperSpawner()
+    private let condition = NSCondition()
+    private var jobs: [() -> Void] = []
+
+    private init() {
+        let thread = Thread { [unowned self] in
+            while true {
+                condition.lock()
+                while jobs.isEmpty { condition.wait() }
+                let job = jobs.removeFirst()
+                condition.unlock()
+                job()
+            }
+        }
+        thread.name = "sandbox-runner.spawner"
+        thread.start()
+    }
+
+    /// Runs `body` on the spawner thread and waits for it.
+    func perform<T>(_ body: @escaping () -> T) -> T {
+        let box = ResultBox<T>()
+        let done = DispatchSemaphore(value: 0)
+        condition.lock()
+        jobs.append { box.value = body(); done.signal() }
+        condition.signal()
+        condition.unlock()
+        done.wait()
+        return box.value!
+    }
+}
+
+private final class ResultBox<T>: @unchecked Sendable {
+    var value: T?
 }

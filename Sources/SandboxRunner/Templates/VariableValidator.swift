@@ -125,17 +125,48 @@ public enum VariableValidator {
         }
     }
 
+    /// Lengths are counted in Unicode scalars (JSON Schema's code points), never in graphemes: a
+    /// base letter with 20,000 combining marks is one grapheme but 20,001 scalars.
     static func checkString(_ s: String, spec: VariableSpec, pattern: String?, patternHelp: String? = nil) throws -> String {
         let maxLength = spec.maxLength ?? defaultMaxStringLength
-        if s.count > maxLength { throw fail(spec, "must be at most \(maxLength) characters", got: .text(s)) }
-        if let minLength = spec.minLength, s.count < minLength {
+        let length = s.unicodeScalars.count
+        if length > maxLength { throw fail(spec, "must be at most \(maxLength) characters", got: .text(s)) }
+        if let minLength = spec.minLength, length < minLength {
             throw fail(spec, "must be at least \(minLength) character\(minLength == 1 ? "" : "s")", got: .text(s))
         }
         if s.unicodeScalars.contains(where: { $0.value == 0 }) { throw fail(spec, "must not contain NUL characters", got: .text(s)) }
-        if let pattern, s.range(of: pattern, options: .regularExpression) == nil {
+        if let pattern, !matches(s, pattern: pattern) {
             throw fail(spec, patternHelp.map { "must be \($0)" } ?? "must match \(pattern)", got: .text(s))
         }
         return s
+    }
+
+    /// Whether `s` matches `pattern` the way JSON Schema (ECMA-262) reads it: a search, where `$`
+    /// is the true end of the string. ICU's `$` also matches before a final newline, so every
+    /// `$` outside a character class becomes `\z`.
+    static func matches(_ s: String, pattern: String) -> Bool {
+        guard let re = try? NSRegularExpression(pattern: strictEndAnchors(pattern)) else { return false }
+        return re.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil
+    }
+
+    /// `pattern` with each unescaped `$` outside `[...]` replaced by `\z`.
+    static func strictEndAnchors(_ pattern: String) -> String {
+        var out = ""
+        var inClass = false
+        var escaped = false
+        var classStart = false
+        for c in pattern {
+            if escaped { out.append(c); escaped = false; classStart = false; continue }
+            switch c {
+            case "\\": out.append(c); escaped = true
+            case "[" where !inClass: inClass = true; classStart = true; out.append(c); continue
+            case "]" where inClass && !classStart: inClass = false; out.append(c)
+            case "$" where !inClass: out += "\\z"
+            default: out.append(c)
+            }
+            if !(c == "^" && classStart) { classStart = false }
+        }
+        return out
     }
 
     static func splitList(_ s: String, spec: VariableSpec, input: VariableInput) throws -> [String] {
@@ -175,7 +206,8 @@ public enum VariableValidator {
         case .text(let s): shown = s
         case .json(let j): shown = j.jsonText()
         }
-        let clipped = shown.count > 40 ? String(shown.prefix(40)) + "…" : shown
+        let scalars = shown.unicodeScalars
+        let clipped = scalars.count > 40 ? String(String.UnicodeScalarView(scalars.prefix(40))) + "…" : shown
         let variable = RunnerError.Parameter.variable(spec.name)
         return RunnerError(.badInput, phrase: "\(subject: variable) \(what); got '\(clipped)'.", parameter: variable)
     }
@@ -195,7 +227,7 @@ public enum VariableValidator {
     static func parseDateTime(_ s: String) -> String? {
         if let d = parseDate(s) { return d + "T00:00:00Z" }
         let pattern = #"^([0-9]{4}-[0-9]{2}-[0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?(Z|[+-][0-9]{2}:?[0-9]{2})?$"#
-        guard let re = try? NSRegularExpression(pattern: pattern),
+        guard let re = try? NSRegularExpression(pattern: strictEndAnchors(pattern)),
               let m = re.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) else { return nil }
         func group(_ i: Int) -> String? {
             guard let r = Range(m.range(at: i), in: s) else { return nil }

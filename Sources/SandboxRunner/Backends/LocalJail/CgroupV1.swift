@@ -1,37 +1,60 @@
+import CSystemShims
 import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Per-run cgroups (v1 `pids` and `memory` controllers), opt-in with SANDBOX_RUNNER_CGROUPS=1
-/// where this machine lets us make them: they cap the memory of the whole tree and let us kill
-/// everything the run left. Off by default: attaching a process to a v1 cgroup waits for an RCU
-/// grace period (10–15 ms per run here), and the per-run uid already makes RLIMIT_NPROC a
-/// per-run process cap.
+/// Per-run cgroups (v1 `memory` and `pids` controllers), on by default where this machine lets
+/// us make them (root, v1 hierarchy mounted and writable): they cap the memory of the whole
+/// process tree (tmpfs pages and kernel memory included) and its process count, and let the
+/// runner kill and count everything the run left.
+///
+/// The child joins by writing "0" to each cgroup's `tasks` file between fork and exec: that
+/// moves one thread (the child is single-threaded then) without the global
+/// cgroup_threadgroup_rwsem write lock a write to `cgroup.procs` takes (kernel/cgroup/cgroup.c,
+/// cgroup_procs_write_start: "If we migrate a single thread, we don't care about threadgroup
+/// stability"), which waits for an RCU grace period on a busy host. The 10–15 ms per run that
+/// cgroups used to cost here was mostly the runner polling the cgroup while the jail's processes
+/// were still dying; the runner now waits on a pidfd of the jail's init (the kernel has emptied
+/// the pid namespace when it exits), so the cgroup is empty when it looks.
 final class CgroupV1: @unchecked Sendable {
     static let root = "/sys/fs/cgroup"
     let directories: [String]
+    private let lock = NSLock()
+    private var oomKillCount = 0
 
     /// The controllers usable here (root, v1 hierarchy mounted and writable).
     static var available: [String] {
         guard geteuid() == 0 else { return [] }
-        return ["pids", "memory"].filter { access("\(root)/\($0)", W_OK) == 0 && FileManager.default.fileExists(atPath: "\(root)/\($0)/cgroup.procs") }
+        return ["memory", "pids"].filter { access("\(root)/\($0)", W_OK) == 0 && access("\(root)/\($0)/tasks", F_OK) == 0 }
+    }
+
+    /// Why cgroups are not used here, or nil when they are.
+    static var unavailableReason: String? {
+        if geteuid() != 0 { return "the runner is not root, so it cannot make cgroups" }
+        var missing: [String] = []
+        for c in ["memory", "pids"] where access("\(root)/\(c)/tasks", F_OK) != 0 { missing.append(c) }
+        if missing.count == 2 { return "no cgroup v1 memory or pids hierarchy is mounted under \(root) (cgroup v2 is not supported yet)" }
+        return nil
     }
 
     init?(runId: String, limits: JailLimits) {
         guard limits.useCgroups else { return nil }
         var dirs: [String] = []
         for controller in Self.available {
-            let dir = "\(Self.root)/\(controller)/sandbox-runner/\(runId)"
-            do {
-                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            } catch { continue }
+            let parent = "\(Self.root)/\(controller)/sandbox-runner"
+            if mkdir(parent, 0o755) != 0 && errno != EEXIST { continue }
+            let dir = "\(parent)/\(runId)"
+            guard mkdir(dir, 0o755) == 0 else { continue }
             let ok: Bool
             switch controller {
             case "pids": ok = Self.write("\(limits.processes)", to: "\(dir)/pids.max")
             default:
                 ok = Self.write("\(limits.memoryBytes)", to: "\(dir)/memory.limit_in_bytes")
-                _ = Self.write("\(limits.memoryBytes)", to: "\(dir)/memory.memsw.limit_in_bytes")
+                // No swap either: the memory+swap limit equals the memory limit where swap is accounted.
+                if access("\(dir)/memory.memsw.limit_in_bytes", F_OK) == 0 {
+                    _ = Self.write("\(limits.memoryBytes)", to: "\(dir)/memory.memsw.limit_in_bytes")
+                }
             }
             if ok { dirs.append(dir) } else { rmdir(dir) }
         }
@@ -39,31 +62,72 @@ final class CgroupV1: @unchecked Sendable {
         directories = dirs
     }
 
-    var procsFiles: [String] { directories.map { "\($0)/cgroup.procs" } }
+    /// The files the child writes "0" into to join.
+    var tasksFiles: [String] { directories.map { "\($0)/tasks" } }
 
-    /// SIGKILL to every process in the run's cgroups.
-    func killAll() {
+    /// Processes the memory limit killed so far (memory.oom_control's oom_kill).
+    var oomKills: Int {
+        lock.lock(); defer { lock.unlock() }
+        return max(oomKillCount, readOOMKills())
+    }
+
+    private func readOOMKills() -> Int {
+        guard let dir = directories.first(where: { $0.contains("/memory/") }),
+              let text = try? String(contentsOfFile: "\(dir)/memory.oom_control", encoding: .utf8) else { return 0 }
+        for line in text.split(separator: "\n") where line.hasPrefix("oom_kill ") {
+            return Int(line.dropFirst("oom_kill ".count)) ?? 0
+        }
+        return 0
+    }
+
+    /// The pids in the run's cgroups now.
+    func members() -> [pid_t] {
+        var out: Set<pid_t> = []
         for dir in directories {
             guard let text = try? String(contentsOfFile: "\(dir)/cgroup.procs", encoding: .utf8) else { continue }
-            for line in text.split(separator: "\n") { if let pid = pid_t(line) { kill(pid, SIGKILL) } }
+            for line in text.split(separator: "\n") { if let pid = pid_t(line) { out.insert(pid) } }
+        }
+        return Array(out)
+    }
+
+    /// SIGKILL to every process in the run's cgroups, through a pidfd after checking the process is
+    /// still a member (a pid read from cgroup.procs may have been reused by the time it is signalled).
+    func killAll() {
+        for pid in members() {
+            let fd = sr_pidfd_open(pid)
+            guard fd >= 0 else { continue }
+            if isMember(pid) { _ = sr_pidfd_send_signal(fd, SIGKILL) }
+            close(fd)
         }
     }
 
-    /// Kills what is left and removes the cgroups (they must be empty to go).
-    func remove() {
-        // Killed processes leave the cgroup within a few milliseconds: poll briefly.
-        var pending = directories
-        for attempt in 0..<400 {
-            if attempt % 20 == 0 { killAll() }
-            pending = pending.filter { rmdir($0) != 0 && errno != ENOENT }
-            if pending.isEmpty { return }
+    private func isMember(_ pid: pid_t) -> Bool {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8) else { return false }
+        let mine = directories.map { String($0.dropFirst(Self.root.count)).split(separator: "/", maxSplits: 1).last.map(String.init) ?? "" }
+        return text.split(separator: "\n").contains { line in mine.contains { line.hasSuffix(":/" + $0) } }
+    }
+
+    /// Kills what is left, waits until the cgroups are empty and removes them. False when some
+    /// process would not go within 10 s (the cgroups then stay, and say so by existing).
+    func killAndAwaitEmpty() -> Bool {
+        let deadline = ContinuousClock.now + .seconds(10)
+        var attempt = 0
+        while ContinuousClock.now < deadline {
+            if members().isEmpty {
+                lock.lock(); oomKillCount = max(oomKillCount, readOOMKills()); lock.unlock()
+                for dir in directories { rmdir(dir) }
+                return true
+            }
+            if attempt % 10 == 0 { killAll() }
+            attempt += 1
             usleep(attempt < 50 ? 200 : 5_000)
         }
+        return false
     }
 
     @discardableResult
     static func write(_ value: String, to path: String) -> Bool {
-        let fd = open(path, O_WRONLY)
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         return value.withCString { Glibc.write(fd, $0, strlen($0)) } >= 0
