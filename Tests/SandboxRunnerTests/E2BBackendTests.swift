@@ -221,10 +221,19 @@ struct E2BBackendTests {
         let task = Task {
             await executor.run(RunRequest(source: .script(source: "import time; time.sleep(60)", label: "s.py"), timeout: .seconds(60)))
         }
-        try await Task.sleep(for: .seconds(1.5))
+        // Cancel only once the sandbox exists and the script runs in it: a cancel before create
+        // would pass this test without ever killing anything.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline, (try server.liveSandboxes() != 1 || server.requests("POST /process.Process/Start") != 1) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(try server.liveSandboxes() == 1, "the sandbox never came up")
+        #expect(try server.requests("POST /process.Process/Start") == 1)
+        try await Task.sleep(for: .milliseconds(300))
         task.cancel()
         let r = await task.value
         #expect(!r.success)
+        #expect(r.errorKind == .cancelled)
         backend.shutdown()
         #expect(try server.liveSandboxes() == 0)
     }

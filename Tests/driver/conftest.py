@@ -60,3 +60,20 @@ def client(local: Server) -> Iterator[posthog_driver.PostHogClient]:
                                       project_api_key=PROJECT_KEY, project_id=PROJECT_ID, max_retry_wait=10,
                                       backoff_base=0.01, backoff_cap=0.05) as c:
         yield c
+
+
+@pytest.fixture
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every time.sleep the driver asks for during the test (still slept): "no pointless wait" is
+    then checked on what the driver decided, not on a wall clock that a loaded machine stretches."""
+    import time
+
+    calls: list[float] = []
+    real = time.sleep
+
+    def recording(seconds: float) -> None:
+        calls.append(seconds)
+        real(seconds)
+
+    monkeypatch.setattr(time, "sleep", recording)
+    return calls

@@ -84,18 +84,6 @@ def test_importing_the_package_loads_no_heavy_module() -> None:
     assert loaded <= {"posthog_driver", "posthog_driver.errors", "__future__"}, loaded
 
 
-def test_import_time_is_small(tmp_path: Path) -> None:
-    """`python -X importtime -c 'import posthog_driver'`, compiled from source as in a fresh sandbox:
-    the package itself costs a few ms."""
-    result = subprocess.run(["/usr/bin/python3", "-X", "importtime", "-c", "import posthog_driver"], cwd=SANDBOX,
-                            capture_output=True, text=True, timeout=60,
-                            env={"PATH": "/usr/bin:/bin", "PYTHONPYCACHEPREFIX": str(tmp_path)})
-    line = [ln for ln in result.stderr.splitlines() if ln.rstrip().endswith("| posthog_driver")][-1]
-    cumulative_us = int(line.split("|")[1])
-    print(f"import posthog_driver: {cumulative_us / 1000:.1f} ms")
-    assert cumulative_us < 15_000
-
-
 def test_the_client_loads_http_machinery_only_on_first_request() -> None:
     out = _fresh_python("import sys; from posthog_driver import PostHogClient;"
                         "c = PostHogClient(api_url='http://127.0.0.1:1', project_id=1);"

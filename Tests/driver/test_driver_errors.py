@@ -149,12 +149,11 @@ def test_429_retried_even_for_a_create(local: Server) -> None:
     assert requests_to(local, "POST", COHORTS) == 2
 
 
-def test_retry_after_beyond_the_budget_fails_at_once(local: Server) -> None:
+def test_retry_after_beyond_the_budget_fails_at_once(local: Server, slept: list[float]) -> None:
     faults(local, {"kind": "429", "count": "*", "retry_after": 60, "path": "/api/"})
     with make(local, max_retry_wait=5) as c:
-        started = time.monotonic()
         err = raises(RateLimitError, lambda: c.query("SELECT 1"))
-    assert time.monotonic() - started < 2
+    assert slept == []
     assert err.retry_after == 60 and err.status == 429 and "60" in str(err)
     assert requests_to(local, "POST", QUERY) == 1
 
@@ -187,12 +186,11 @@ def test_retries_exhausted_give_a_typed_error(local: Server) -> None:
     assert requests_to(local, "POST", QUERY) == 4
 
 
-def test_total_wait_is_bounded(local: Server) -> None:
+def test_total_wait_is_bounded(local: Server, slept: list[float]) -> None:
     faults(local, {"kind": "503", "count": "*", "path": QUERY})
     with make(local, max_retries=50, backoff_base=0.2, backoff_cap=0.4, max_retry_wait=1.0) as c:
-        started = time.monotonic()
         raises(ServerError, lambda: c.query("SELECT 1"))
-    assert time.monotonic() - started < 2.5
+    assert 0 < sum(slept) <= 1.0
     assert requests_to(local, "POST", QUERY) < 50
 
 

@@ -125,14 +125,14 @@ def test_a_client_that_knows_the_budget_paces_itself(limited: Server) -> None:
     assert "429" not in stats(limited)["by_status"]
 
 
-def test_the_wait_budget_bounds_a_call(limited: Server) -> None:
+def test_the_wait_budget_bounds_a_call(limited: Server, slept: list[float]) -> None:
     set_limits(limited, enabled=True, query_rate_spec="1/60s")
     with make(limited, max_retry_wait=2) as c:
         c.query("SELECT 1")
-        started = time.monotonic()
+        slept.clear()
         with pytest.raises(RateLimitError) as caught:
             c.query("SELECT 2")
-    assert time.monotonic() - started < 1.5  # Retry-After (~60 s) is past the budget: no pointless sleep
+    assert slept == []  # Retry-After (~60 s) is past the budget: no pointless sleep
     assert "2 s this call may wait" in str(caught.value) and caught.value.retry_after is not None
 
 
@@ -209,11 +209,11 @@ def test_driver_logs_no_wait_below_info(local: Server, caplog: pytest.LogCapture
     assert requests_to(local, "POST", QUERY) == 3
 
 
-def test_pacing_never_sleeps_past_the_wait_budget(local: Server) -> None:
+def test_pacing_never_sleeps_past_the_wait_budget(local: Server, slept: list[float]) -> None:
     with make(local, query_rate="1/60s", max_retry_wait=2) as c:
         c.query("SELECT 1")
-        started = time.monotonic()
+        slept.clear()
         with pytest.raises(RateLimitError) as caught:
             c.query("SELECT 2")
-    assert time.monotonic() - started < 1 and "budget (1 per 60 s) is spent" in str(caught.value)
+    assert sum(slept) <= 2 and "budget (1 per 60 s) is spent" in str(caught.value)
     assert requests_to(local, "POST", QUERY) == 1  # the second query was never sent

@@ -105,7 +105,8 @@ def evaluate(flag: dict[str, Any], distinct_id: str,
     if not flag.get("active", True) or flag.get("deleted"):
         return FlagResult(key, False, None, "disabled", None, "Feature flag is disabled")
     filters = flag.get("filters") or {}
-    groups = filters.get("groups") or [{"properties": [], "rollout_percentage": 100}]
+    # No condition groups: nothing to match (flag_matching.py iterates the flag's conditions).
+    groups = filters.get("groups") or []
     payloads = filters.get("payloads") or {}
     saw_property_match = False
     out_of_rollout_index: int | None = None
@@ -123,7 +124,7 @@ def evaluate(flag: dict[str, Any], distinct_id: str,
         saw_property_match = True
         rollout = group.get("rollout_percentage")
         rollout = 100.0 if rollout is None else float(rollout)
-        if not flag_hash(key, distinct_id) < rollout / 100.0:
+        if flag_hash(key, distinct_id) > rollout / 100.0:  # flag_matching.py: out when hash > rollout / 100
             if out_of_rollout_index is None:
                 out_of_rollout_index = index
             continue
@@ -135,7 +136,8 @@ def evaluate(flag: dict[str, Any], distinct_id: str,
     if saw_property_match and out_of_rollout_index is not None:
         return FlagResult(key, False, None, "out_of_rollout_bound", out_of_rollout_index,
                           f"Out of rollout bound for condition set {out_of_rollout_index + 1}")
-    return FlagResult(key, False, None, "no_condition_match", None, "No matching condition set")
+    # PostHog reports the highest-priority reason seen with its index, starting from index 0.
+    return FlagResult(key, False, None, "no_condition_match", 0, "No matching condition set")
 
 
 def rollout_percentage(flag: dict[str, Any]) -> float | None:
