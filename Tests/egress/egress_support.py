@@ -254,3 +254,161 @@ def run_cli(args: list[str], env: dict[str, str], timeout: int = 180) -> tuple[i
 def refused(result: dict[str, Any], host: str, port: int) -> list[dict[str, Any]]:
     """The result's egress entries that refused host:port."""
     return [e for e in result.get("egress") or [] if e["host"] == host and e["port"] == port and not e["allowed"]]
+
+
+class EgressProxy:
+    """`sandbox-runner egress-proxy`: the proxy a `posthog` run gets, on its own, configured by
+    `env`; `stop()` returns its log."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([binary(), "egress-proxy"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("egress-proxy listening on "):
+            self.proc.kill()
+            pytest.fail(f"egress-proxy did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
+        self.path = line.split(" on ", 1)[1].strip()
+
+    def connection(self, timeout: float = 30) -> Any:
+        """An http.client connection over the proxy's socket (requests take absolute URLs)."""
+        import http.client
+
+        path = self.path
+
+        class Conn(http.client.HTTPConnection):
+            def connect(self) -> None:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(self.timeout)
+                s.connect(path)
+                self.sock = s
+
+        return Conn("egress", timeout=timeout)
+
+    def raw(self, data: bytes, timeout: float = 10) -> bytes:
+        """Sends bytes as they are and returns everything until the proxy closes."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(self.path)
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        s.close()
+        return out
+
+    def peak_rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self) -> list[dict[str, Any]]:
+        out, _ = self.proc.communicate(input="", timeout=60)
+        return json.loads(out.strip().splitlines()[-1])["egress"]
+
+
+class Upstream:
+    """A plain HTTP/1.1 server on loopback standing for PostHog: it records what reaches it
+    (headers, bodies, connections) and answers /echo, /big (a length or chunks) and /slow."""
+
+    def __init__(self) -> None:
+        import hashlib
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        owner = self
+        self.requests: list[dict[str, Any]] = []
+        self.connections = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def setup(self) -> None:
+                super().setup()
+                owner.connections += 1
+
+            def _body(self) -> bytes:
+                if "chunked" in (self.headers.get("Transfer-Encoding") or ""):
+                    parts = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            return b"".join(parts)
+                        parts.append(self.rfile.read(size))
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _answer(self) -> None:
+                body = self._body()
+                owner.requests.append({"method": self.command, "path": self.path,
+                                       "headers": {k.lower(): v for k, v in self.headers.items()},
+                                       "body_len": len(body), "body_sha256": hashlib.sha256(body).hexdigest()})
+                path, _, query = self.path.partition("?")
+                params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+                if path == "/big":
+                    n = int(params["n"])
+                    block = bytes(range(256)) * 256
+                    self.send_response(200)
+                    if params.get("mode") == "chunked":
+                        self.send_header("Transfer-Encoding", "chunked")
+                        self.end_headers()
+                        sent = 0
+                        while sent < n:
+                            part = block[: min(len(block), n - sent)]
+                            self.wfile.write(b"%x\r\n" % len(part) + part + b"\r\n")
+                            sent += len(part)
+                        self.wfile.write(b"0\r\n\r\n")
+                    else:
+                        self.send_header("Content-Length", str(n))
+                        self.end_headers()
+                        sent = 0
+                        while sent < n:
+                            part = block[: min(len(block), n - sent)]
+                            self.wfile.write(part)
+                            sent += len(part)
+                    return
+                if path == "/slow":
+                    import time
+
+                    self.send_response(200)
+                    self.send_header("Content-Length", "100")
+                    self.end_headers()
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(float(params.get("s", "30")))
+                    return
+                doc = json.dumps(owner.requests[-1]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(doc)))
+                self.end_headers()
+                self.wfile.write(doc)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def proxy_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTHOG_", "SANDBOX_RUNNER_"))}
+    env.update(extra)
+    return env

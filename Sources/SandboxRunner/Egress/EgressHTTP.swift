@@ -45,17 +45,22 @@ final class EgressClientConnection {
         }
     }
 
-    enum Head { case head([UInt8]), end, tooLarge, failed }
+    enum Head { case head([UInt8]), end, tooLarge, failed, bareLF }
 
     /// The next request head (up to and including the blank line).
     func readHead(limit: Int) -> Head {
         compact()
         var searchFrom = start
         while true {
-            if let end = Self.find(buffer, from: searchFrom, start: start) {
+            switch Self.find(buffer, from: searchFrom, start: start) {
+            case .end(let end):
                 let head = Array(buffer[start..<end])
                 start = end
                 return .head(head)
+            case .bareLF:
+                return .bareLF
+            case .none:
+                break
             }
             if buffered > limit { return .tooLarge }
             searchFrom = Swift.max(start, buffer.count - 3)
@@ -65,14 +70,18 @@ final class EgressClientConnection {
         }
     }
 
-    /// The index just past the first CRLF CRLF at or after `from`.
-    private static func find(_ b: [UInt8], from: Int, start: Int) -> Int? {
+    enum Found { case end(Int), bareLF, none }
+
+    /// The index just past the first CRLF CRLF at or after `from`, or a LF without its CR
+    /// before it (refused at once rather than waited on: it is never a head's end here).
+    private static func find(_ b: [UInt8], from: Int, start: Int) -> Found {
         var i = Swift.max(from, start)
-        while i + 3 < b.count {
-            if b[i] == 13 && b[i + 1] == 10 && b[i + 2] == 13 && b[i + 3] == 10 { return i + 4 }
+        while i < b.count {
+            if b[i] == 10 && (i == start || b[i - 1] != 13) { return .bareLF }
+            if i + 3 < b.count && b[i] == 13 && b[i + 1] == 10 && b[i + 2] == 13 && b[i + 3] == 10 { return .end(i + 4) }
             i += 1
         }
-        return nil
+        return .none
     }
 
     /// Up to `count` buffered or freshly read bytes: > 0 copied, 0 end of stream, -1 failure.

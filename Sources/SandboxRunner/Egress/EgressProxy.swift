@@ -229,6 +229,10 @@ public final class EgressProxy: @unchecked Sendable {
                     log.record(host: "", port: 0, scheme: nil, allowed: false, reason: "the connection sent something that is not an HTTP request")
                 }
                 return
+            case .bareLF:
+                log.record(host: "", port: 0, scheme: nil, allowed: false, reason: "not a valid HTTP request: The request has a bare LF.")
+                answer(client, status: 400, kind: "refused", "The request has a bare LF.", keepAlive: false)
+                return
             case .tooLarge:
                 log.record(host: "", port: 0, scheme: nil, allowed: false, reason: "a request head over \(limits.maxHeadBytes) bytes")
                 answer(client, status: 431, kind: "refused", "The request's head is over \(limits.maxHeadBytes) bytes.", keepAlive: false)
