@@ -412,3 +412,57 @@ def proxy_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTHOG_", "SANDBOX_RUNNER_"))}
     env.update(extra)
     return env
+
+
+class E2BLocal:
+    """`sandbox-runner e2b-local` with ARGS; `env` adds to its environment."""
+
+    KEY = "e2b_local_egress_test_key"
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        full = {k: v for k, v in os.environ.items() if not k.startswith("E2B_")}
+        full.update(env or {})
+        full["E2B_API_KEY"] = self.KEY
+        self.proc = subprocess.Popen([binary(), "e2b-local", "--port", "0", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=full)
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline().strip()
+        if not first.startswith("e2b-local listening on "):
+            self.proc.kill()
+            pytest.fail(f"e2b-local did not start: {first!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
+        self.url = first.split(" on ", 1)[1]
+
+    def local(self, path: str) -> Any:
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + path, timeout=10) as r:
+            return json.loads(r.read())
+
+    def egress_of_run(self, run_id: str) -> list[dict[str, Any]]:
+        logs = [x for x in self.local("/_local/egress") if x["metadata"].get("sandbox-runner-run") == run_id]
+        assert len(logs) == 1, logs
+        return logs[0]["egress"]
+
+    def sdk_env(self) -> dict[str, str]:
+        return {"E2B_API_URL": self.url, "E2B_SANDBOX_URL": self.url, "E2B_API_KEY": self.KEY}
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def start_posthog_local(personal: str, project: str) -> tuple[subprocess.Popen[str], str]:
+    """posthog-local on loopback with these keys (the demo dataset)."""
+    python = ROOT / ".venv" / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTHOG_")}
+    env.update(POSTHOG_PERSONAL_API_KEY=personal, POSTHOG_PROJECT_API_KEY=project, POSTHOG_PROJECT_ID="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([str(python), str(ROOT / "tools/posthog-local/server.py"), "--host", "127.0.0.1", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    assert proc.stdout is not None
+    for _ in range(200):
+        line = proc.stdout.readline()
+        if "listening on " in line:
+            return proc, line[line.index("http://"):].strip()
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    pytest.fail("posthog-local did not start")
