@@ -126,4 +126,34 @@ struct EgressTests {
             guard case .refuse = rules.decide(t) else { Issue.record("\(t) was allowed"); return }
         }
     }
+
+    /// E2B's create body under `posthog` (OpenAPI `SandboxNetworkConfig`): the PostHog hosts in
+    /// allowOut, all else denied, the key only in the API host's rule and never in `envVars`.
+    @Test func theE2BCreateBodyKeepsTheKeyInTheRulesAndTheSandboxInTheAllowlist() throws {
+        let rules = try PostHogEgressRules.from(environment: Self.complete)
+        var spec = E2BSandboxSpec(templateID: "base", lifetime: .seconds(60))
+        spec.network = .posthog
+        spec.egress = try E2BEgressPlan(rules, sandboxesAreLocal: false)
+        spec.envVars = ["POSTHOG_AUTH": "egress"]
+        let body = spec.body
+        #expect(body["network"]?["allowOut"] == .array(["eu.posthog.com", "eu.i.posthog.com"]))
+        #expect(body["network"]?["denyOut"] == .array(["0.0.0.0/0"]))
+        #expect(body["network"]?["rules"] == .object(["eu.posthog.com": .array([.object(["transform": .object(["headers": .object([
+            "Authorization": .string("Bearer phx_settings_test_key_123456")])])])])]))
+        #expect(body["envVars"]?.jsonText().contains("phx_") == false)
+        #expect(body["allow_internet_access"] == .bool(true))
+        // --demo against e2b-local: the loopback address becomes a name E2B's rules can key on.
+        let demo = try PostHogEgressRules.from(environment: Self.complete.merging(["POSTHOG_API_URL": "http://127.0.0.1:8010"]) { _, b in b })
+        let plan = try E2BEgressPlan(demo, sandboxesAreLocal: true)
+        #expect(plan.environment["POSTHOG_API_URL"] == "http://localhost:8010")
+        #expect(plan.network["allowOut"] == .array(["localhost"]) && plan.network["rules"]?["localhost"] != nil)
+        // What E2B cannot enforce is refused before anything is created.
+        #expect(throws: RunnerError.self) { try E2BEgressPlan(demo, sandboxesAreLocal: false) }
+        let ip = try PostHogEgressRules.from(environment: Self.complete.merging(["POSTHOG_API_URL": "https://10.0.0.5"]) { _, b in b })
+        #expect(throws: RunnerError.self) { try E2BEgressPlan(ip, sandboxesAreLocal: false) }
+        // A warm sandbox is reused only by a run that would have created it alike.
+        var host = spec
+        host.network = .host
+        #expect(host.networkKey != spec.networkKey)
+    }
 }
