@@ -37,7 +37,8 @@ let package = Package(
         ),
         .target(
             name: "SandboxRunner",
-            dependencies: ["CCurl", "CArchive", "CSeccomp", "CSystemShims"]
+            dependencies: ["CCurl", "CArchive", "CSeccomp", "CSystemShims"],
+            exclude: ["Egress/README.md"]
         ),
         .target(
             name: "E2BLocal",

@@ -184,7 +184,7 @@ struct APIResponder: HTTPResponder {
                 return .failure(RunnerError(.badInput, phrase: "\(subject: .script) is over \(TemplateTools.maxScriptCharacters) characters; send a smaller script.",
                                             parameter: .script))
             }
-            let net: NetworkPolicy = executor.environment["POSTHOG_API_URL"] != nil ? .host : .none
+            let net: NetworkPolicy = executor.environment["POSTHOG_API_URL"] != nil ? executor.postHogNetwork : .none
             return .success((RunRequest(source: .script(source: script, label: "script.py"), timeout: timeout, network: net, surface: .http), wait))
         default:
             return .failure(RunnerError(.badInput, "Give exactly one of the fields template and script."))

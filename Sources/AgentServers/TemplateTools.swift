@@ -141,7 +141,7 @@ public struct TemplateTools: Sendable {
             }
             let usesPostHog = executor.environment["POSTHOG_API_URL"] != nil
             request = RunRequest(source: .script(source: script, label: "run_script.py"), timeout: timeout,
-                                 network: usesPostHog ? .host : NetworkPolicy.none, surface: .mcp)
+                                 network: usesPostHog ? executor.postHogNetwork : NetworkPolicy.none, surface: .mcp)
         } else {
             request = RunRequest(source: .template(name: name, inputs: args.mapValues { .json($0) }), timeout: timeout, surface: .mcp)
         }

@@ -60,6 +60,14 @@ int e2bl_spawn(pid_t *pid, const char *path, char *const argv[], char *const env
         dfl.sa_handler = SIG_DFL;
         for (int s = 1; s < NSIG; s++) sigaction(s, &dfl, NULL);
         if (setsid() < 0) child_fail(w, errno);
+        if (limits->cgroup_tasks != NULL) {
+            for (const char *const *p = limits->cgroup_tasks; *p != NULL; p++) {
+                int fd = open(*p, O_WRONLY | O_CLOEXEC);
+                if (fd < 0) child_fail(w, errno);
+                if (write(fd, "0", 1) != 1) child_fail(w, errno);
+                close(fd);
+            }
+        }
         if (limits->set_limits) {
             struct rlimit r;
             r.rlim_cur = r.rlim_max = limits->as_bytes;    if (setrlimit(RLIMIT_AS, &r)) child_fail(w, errno);

@@ -53,6 +53,15 @@ int sr_pipe_cloexec(int fds[2]) {
     return pipe2(fds, O_CLOEXEC);
 }
 
+#include <errno.h>
+#include <sys/socket.h>
+
+int sr_accept_cloexec(int fd) {
+    int c;
+    do { c = accept4(fd, NULL, NULL, SOCK_CLOEXEC); } while (c < 0 && errno == EINTR);
+    return c;
+}
+
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -47,6 +47,14 @@ public struct E2BLocalConfiguration: Sendable {
     public var reapInterval: Duration = .milliseconds(200)
     /// Largest multipart upload body (octet-stream uploads are streamed and not bounded here).
     public var maxMultipartBytes: Int = 256 << 20
+    /// Internal addresses sandboxes may still reach through their egress (`CIDR`, `ADDRESS`, or
+    /// `ADDRESS:PORT`): E2B refuses loopback, private and link-local addresses whatever a
+    /// sandbox's `allowOut` says, unless its operator allows them (ALLOW_SANDBOX_INTERNAL_CIDRS).
+    public var internalEgress: [String] = []
+    /// Caps of each sandbox's egress proxy.
+    public var egressLimits = EgressLimits()
+    /// Names the egress proxies resolve from first (`SANDBOX_RUNNER_EGRESS_HOSTS`, a hosts file).
+    public var egressHosts: [String: [EgressAddress]] = [:]
 
     public struct TLSFiles: Sendable {
         public var certificateChain: String
@@ -58,6 +66,9 @@ public struct E2BLocalConfiguration: Sendable {
     }
 
     public init() {}
+
+    /// Whether `--allow-internal-egress` can use this entry.
+    public static func internalEgressIsValid(_ text: String) -> Bool { E2BEgressRules.InternalException(text) != nil }
 
     public var maxTimeoutSeconds: Int { maxSandboxHours * 3600 }
 

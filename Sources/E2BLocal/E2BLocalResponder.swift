@@ -96,6 +96,18 @@ struct E2BLocalResponder: HTTPResponder {
             }
             if let uid = sb.instance.uid { o["hostUID"] = .int(Int(uid)) }
             return Reply.json(200, .object(o))
+        case (.get, ["egress"]):
+            // Every egress log held, with each sandbox's id and metadata.
+            let logs: [JSONValue] = state.registry.egressLogs.map { item in
+                let entries = (try? JSONEncoder().encode(item.log)).flatMap { JSONValue.parse($0) } ?? .array([])
+                return .object(["sandboxID": .string(item.id), "metadata": .object(item.metadata.mapValues(JSONValue.string)), "egress": entries])
+            }
+            return Reply.json(200, .array(logs))
+        case (.get, let s) where s.count == 3 && s[0] == "sandboxes" && s[2] == "egress":
+            // Every destination the sandbox asked its egress proxy for (live, or recently ended).
+            guard let log = state.registry.egressLog(s[1]) else { return Reply.error(404, "No egress log for sandbox \(s[1]).") }
+            let json = (try? JSONEncoder().encode(log)).flatMap { JSONValue.parse($0) } ?? .array([])
+            return Reply.json(200, json)
         case (.delete, ["stats"]):
             state.stats.reset()
             return Reply.json(200, statsJSON)

@@ -20,6 +20,8 @@ final class LocalSandbox: @unchecked Sendable {
     let trafficAccessToken: String
     let network: SandboxNetwork
     let instance: SandboxInstance
+    /// The egress proxy bound into the sandbox, when its network allows anything out.
+    let egress: EgressProxy?
 
     private let lock = NSLock()
     private var _endAt: Date
@@ -32,7 +34,8 @@ final class LocalSandbox: @unchecked Sendable {
     private var lastCPU: (ticks: Int, at: Date)?
 
     init(id: String, templateID: String, lifetime: Int, metadata: [String: String], envVars: [String: String],
-         secure: Bool, network: SandboxNetwork, instance: SandboxInstance) {
+         secure: Bool, network: SandboxNetwork, instance: SandboxInstance, egress: EgressProxy? = nil) {
+        self.egress = egress
         self.id = id
         self.templateID = templateID
         self.startedAt = Date()
@@ -215,11 +218,19 @@ struct MetricSample: Sendable {
     }
 }
 
-/// What a sandbox's network is: its own empty namespace, or the host's (until the egress proxy
-/// can enforce `allowOut` and `rules`), and the `network` object it was created with.
+/// What a sandbox's network is: the host's (`internet`), or its own empty namespace with an
+/// egress proxy for what `allowOut`/`denyOut`/`rules` still allow; and the `network` object it
+/// was created with.
 struct SandboxNetwork: Sendable {
     var internet: Bool
     var config: JSONValue?
+    var allowOut: [String] = []
+    /// With `0.0.0.0/0` added when internet access was turned off.
+    var denyOut: [String] = []
+    var rules: JSONValue?
+
+    /// Whether anything may leave the sandbox's own namespace (through the egress proxy).
+    var needsProxy: Bool { !internet && (!allowOut.isEmpty || !denyOut.contains(NetworkOptions.allTraffic)) }
 }
 
 /// The process config as E2B's process.proto has it.

@@ -8,10 +8,10 @@ import Glibc
 /// (infra `packages/api/internal/handlers/sandbox_create.go`: validateNetworkConfig,
 /// validateEgressRules, validateNetworkRules) and turned into what a local sandbox gets.
 ///
-/// Until the egress proxy exists (the egress issue), e2b-local cannot enforce `allowOut` or
-/// inject `rules`, so it errs on the strict side: a sandbox with any `denyOut` (or
-/// `allow_internet_access: false`) gets its own empty network namespace — nothing, not even the
-/// allowed hosts — and only a sandbox with neither shares the host's network.
+/// A sandbox with any `denyOut` (or `allow_internet_access: false`, which E2B treats as
+/// `denyOut: ["0.0.0.0/0"]`) gets its own empty network namespace, and, when anything is still
+/// allowed, an egress proxy bound in that enforces `allowOut`, `denyOut` and `rules` as E2B does
+/// (`E2BEgressRules`); only a sandbox with neither shares the host's network.
 enum NetworkOptions {
     struct Failure: Error {
         var status: Int
@@ -32,7 +32,9 @@ enum NetworkOptions {
             guard let b = a.boolValue else { return .failure(Failure(status: 400, message: "Error when parsing request: allow_internet_access must be a boolean.")) }
             internet = b
         }
-        guard let network, network != .null else { return .success(SandboxNetwork(internet: internet, config: nil)) }
+        guard let network, network != .null else {
+            return .success(SandboxNetwork(internet: internet, config: nil, allowOut: [], denyOut: internet ? [] : [allTraffic], rules: nil))
+        }
         guard let n = network.objectValue else { return .failure(Failure(status: 400, message: "Error when parsing request: network must be an object.")) }
         do {
             let allowOut = try strings(n["allowOut"], "allowOut")
@@ -69,7 +71,9 @@ enum NetworkOptions {
                 throw Failure(status: 400, message: "When specifying allowed domains in allow out, you must include 'ALL_TRAFFIC' in deny out to block all other traffic.")
             }
             try validateRules(n["rules"])
-            return .success(SandboxNetwork(internet: internet && denyOut.isEmpty, config: network))
+            let denied = internet || denyOut.contains(allTraffic) ? denyOut : denyOut + [allTraffic]
+            return .success(SandboxNetwork(internet: internet && denyOut.isEmpty, config: network, allowOut: allowOut, denyOut: denied,
+                                           rules: n["rules"].flatMap { $0 == .null ? nil : $0 }))
         } catch let f as Failure {
             return .failure(f)
         } catch {

@@ -134,6 +134,8 @@ extension E2BLocalResponder {
         var environment = SandboxLauncher.baseEnvironment().merging(sandbox.envVars) { _, s in s }.merging(envs) { _, p in p }
         environment["E2B_SANDBOX"] = environment["E2B_SANDBOX"] ?? "true"
         environment["E2B_SANDBOX_ID"] = sandbox.id
+        // The deviation from E2B's transparent egress: the proxy is reached through this socket.
+        if sandbox.egress != nil { environment["POSTHOG_EGRESS_SOCKET"] = EgressProxy.sandboxPath }
         environment["E2B_TEMPLATE_ID"] = sandbox.templateID
         let process: SandboxProcess
         let subscription: SandboxProcess.Subscription

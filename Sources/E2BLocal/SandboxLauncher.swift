@@ -8,7 +8,9 @@ import Glibc
 /// A running sandbox: one bubblewrap (its own user, pid, mount, ipc, uts, cgroup and, unless it
 /// has internet, network namespaces) whose root is read-only and whose only writable places are
 /// two size-capped tmpfs, `/home/user` and `/tmp`, inside its own mount namespace: nothing of it
-/// is on the host's disk and nothing is left when it ends. Its process 2 is the agent.
+/// is on the host's disk and nothing is left when it ends. Its process 2 is the agent. Every
+/// process in it runs under the local jail's seccomp filter, and (where the host has cgroup v1
+/// and the server is root) in the sandbox's own memory and pids cgroups.
 final class SandboxInstance: @unchecked Sendable {
     let bwrapPid: pid_t
     /// The sandbox's process 1 (bubblewrap's reaper) as the host sees it, and a pidfd on it.
@@ -21,12 +23,16 @@ final class SandboxInstance: @unchecked Sendable {
     let uid: uid_t?
     let homeBytes: Int
     let tmpBytes: Int
+    /// The sandbox's cgroups (memory of its whole tree, processes), or nil where unavailable.
+    let cgroup: CgroupV1?
 
     private let condition = NSCondition()
     private var reaped = false
     private var onExit: [@Sendable () -> Void] = []
 
-    init(bwrapPid: pid_t, initPid: pid_t, initPidfd: Int32, rootFD: Int32, link: AgentLink, uid: uid_t?, homeBytes: Int, tmpBytes: Int) {
+    init(bwrapPid: pid_t, initPid: pid_t, initPidfd: Int32, rootFD: Int32, link: AgentLink, uid: uid_t?, homeBytes: Int, tmpBytes: Int,
+         cgroup: CgroupV1?) {
+        self.cgroup = cgroup
         self.bwrapPid = bwrapPid
         self.initPid = initPid
         self.initPidfd = initPidfd
@@ -78,6 +84,8 @@ final class SandboxInstance: @unchecked Sendable {
             condition.unlock()
         }
         if !gone { gone = e2bl_pidfd_wait(initPidfd, -1) == 1 }
+        // The pid namespace is empty now; the cgroups are checked empty and removed.
+        _ = cgroup?.killAndAwaitEmpty()
         link.shutdown()
         close(rootFD)
         close(initPidfd)
@@ -135,6 +143,8 @@ enum SandboxLauncher {
         var internet: Bool
         var python: String
         var bwrap: String
+        /// The egress proxy's socket on the host, bound in at `EgressProxy.sandboxPath`.
+        var egressSocket: String?
     }
 
     /// POSIX shared memory (`/dev/shm`, Python's multiprocessing locks): small, capped.
@@ -155,29 +165,26 @@ enum SandboxLauncher {
         return env
     }
 
+    /// The sandbox as the local jail's argument builder sees it: user 1000 at /home/user (a
+    /// 0755 tmpfs), 1777 /tmp and /dev/shm, and the egress socket when it has one.
+    static func layout(_ s: Settings) -> JailLayout {
+        var l = JailLayout(home: .tmpfs(bytes: s.homeBytes), network: s.internet ? .host : .none, tmpBytes: s.tmpBytes, shmBytes: shmBytes)
+        l.mountPoint = home
+        l.hostname = "e2b-local"
+        l.user = (sandboxUID, sandboxUID)
+        l.extraSystemFiles = ["/etc/alternatives"]
+        l.homePermissions = "0755"
+        l.tmpPermissions = "1777"
+        if let socket = s.egressSocket { l.binds.append(JailBind(source: socket, destination: EgressProxy.sandboxPath, readOnly: true)) }
+        return l
+    }
+
+    /// Descriptors as bubblewrap sees them: the agent's control socket at 3, bubblewrap's info
+    /// at 4, /etc/passwd and /etc/group at 5 and 6, the seccomp program at 7.
+    static let descriptors = JailDescriptors(seccomp: 7, info: 4, data: [.init(path: "/etc/passwd", fd: 5), .init(path: "/etc/group", fd: 6)])
+
     static func bubblewrapArguments(_ s: Settings) -> [String] {
-        var args = ["--unshare-all", "--unshare-user", "--disable-userns", "--uid", String(sandboxUID), "--gid", String(sandboxUID)]
-        if s.internet { args.append("--share-net") }
-        args += ["--die-with-parent", "--new-session", "--hostname", "e2b-local", "--ro-bind", "/usr", "/usr"]
-        for dir in ["/lib", "/lib64", "/lib32", "/bin", "/sbin"] {
-            if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir) {
-                args += ["--symlink", target, dir]
-            } else if FileManager.default.fileExists(atPath: dir) {
-                args += ["--ro-bind", dir, dir]
-            }
-        }
-        for path in ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates",
-                     "/etc/localtime", "/etc/mime.types", "/etc/alternatives"] {
-            args += ["--ro-bind-try", path, path]
-        }
-        args += ["--ro-bind-data", "5", "/etc/passwd", "--ro-bind-data", "6", "/etc/group",
-                 "--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", String(Self.shmBytes), "--tmpfs", "/dev/shm",
-                 "--perms", "1777", "--size", String(s.tmpBytes), "--tmpfs", "/tmp",
-                 "--perms", "0755", "--size", String(s.homeBytes), "--tmpfs", home,
-                 // bubblewrap's own tmpfs (the root, /dev) would otherwise take writes without a cap.
-                 "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", home, "--info-fd", "4", "--"]
-        return args
+        LocalJail.bubblewrapArguments(layout(s), descriptors: descriptors) + ["--"]
     }
 
     struct LaunchFailure: Error, CustomStringConvertible {
@@ -185,11 +192,16 @@ enum SandboxLauncher {
     }
 
     /// Starts a sandbox and waits for its agent. Blocking.
-    static func launch(_ s: Settings, uid: uid_t?, onEvent: @escaping @Sendable ([String: JSONValue], [Int32]) -> Void,
+    static func launch(_ s: Settings, uid: uid_t?, cgroup: CgroupV1?, onEvent: @escaping @Sendable ([String: JSONValue], [Int32]) -> Void,
                        onAgentGone: @escaping @Sendable () -> Void) throws -> SandboxInstance {
         var control: [Int32] = [-1, -1], info: [Int32] = [-1, -1], passwd: [Int32] = [-1, -1], group: [Int32] = [-1, -1],
             errPipe: [Int32] = [-1, -1]
         func closeAll(_ fds: [Int32]) { for fd in fds where fd >= 0 { close(fd) } }
+        let bpf: [UInt8]
+        do { bpf = try SeccompFilter.bpf() } catch { throw LaunchFailure(description: "\(error)") }
+        let seccomp = bpf.withUnsafeBytes { e2bl_memfd_with($0.baseAddress, $0.count) }
+        guard seccomp >= 0 else { throw LaunchFailure(description: "Could not hold the seccomp filter in a memfd (errno \(errno)).") }
+        defer { close(seccomp) }
         guard e2bl_seqpacket_pair(&control) == 0, e2bl_pipe(&info) == 0, e2bl_pipe(&passwd) == 0, e2bl_pipe(&group) == 0,
               e2bl_pipe(&errPipe) == 0 else {
             let e = errno
@@ -214,7 +226,8 @@ enum SandboxLauncher {
         let handed = [control[1], info[1], passwd[0], group[0]]
         let pid: pid_t
         do {
-            pid = try Spawner.shared.spawn(argv: argv, env: env, fds: handed, stderr: errPipe[1], limits: limits)
+            pid = try Spawner.shared.spawn(argv: argv, env: env, fds: handed + [seccomp], stderr: errPipe[1], limits: limits,
+                                           cgroupTasks: cgroup?.tasksFiles ?? [])
         } catch {
             closeAll(handed + [control[0], info[0], errPipe[0], errPipe[1]])
             throw error
@@ -279,7 +292,7 @@ enum SandboxLauncher {
             throw fail("the sandbox's root could not be opened (errno \(errno))")
         }
         instance = SandboxInstance(bwrapPid: pid, initPid: pid_t(child), initPidfd: pidfd, rootFD: rootFD, link: link, uid: uid,
-                                   homeBytes: s.homeBytes, tmpBytes: s.tmpBytes)
+                                   homeBytes: s.homeBytes, tmpBytes: s.tmpBytes, cgroup: cgroup)
         holder.set(instance!)
         if monitorDone.isFired { instance!.markReaped() }
         return instance!
@@ -375,7 +388,8 @@ final class Spawner: @unchecked Sendable {
         t.start()
     }
 
-    func spawn(argv: [String], env: [String: String], fds: [Int32], stderr: Int32, limits: e2bl_launch_limits) throws -> pid_t {
+    func spawn(argv: [String], env: [String: String], fds: [Int32], stderr: Int32, limits: e2bl_launch_limits,
+               cgroupTasks: [String] = []) throws -> pid_t {
         let done = ReadySignal()
         let box = SpawnResult()
         condition.lock()
@@ -385,7 +399,10 @@ final class Spawner: @unchecked Sendable {
             var l = limits
             let rc = withCStringArray(argv) { a in
                 withCStringArray(envp) { e in
-                    fds.withUnsafeBufferPointer { f in e2bl_spawn(&pid, argv[0], a, e, f.baseAddress, Int32(f.count), stderr, &l) }
+                    withCStringArray(cgroupTasks) { tasks in
+                        l.cgroup_tasks = cgroupTasks.isEmpty ? nil : UnsafePointer(OpaquePointer(tasks))
+                        return fds.withUnsafeBufferPointer { f in e2bl_spawn(&pid, argv[0], a, e, f.baseAddress, Int32(f.count), stderr, &l) }
+                    }
                 }
             }
             box.set(rc == 0 ? .success(pid) : .failure(LaunchFailureError(code: rc)))

@@ -31,6 +31,8 @@ final class SandboxRegistry: @unchecked Sendable {
     private var counters = Counters()
     private var closed = false
     private var idempotent: [String: IdempotentCreate] = [:]
+    /// The egress logs of recently ended sandboxes (for `/_local/sandboxes/{id}/egress`).
+    private var endedEgress: [(id: String, metadata: [String: String], log: [EgressEntry])] = []
     let logger: Logger
     let tools = JailTools.discover()
 
@@ -46,6 +48,18 @@ final class SandboxRegistry: @unchecked Sendable {
     }
 
     var liveCount: Int { lock.withLock { sandboxes.count } }
+
+    /// A sandbox's egress log: live, or kept a while after it ended; nil when it had no proxy.
+    func egressLog(_ id: String) -> [EgressEntry]? {
+        if let live = get(id)?.egress { return live.entries }
+        return lock.withLock { endedEgress.last { $0.id == id }?.log }
+    }
+
+    /// Every egress log held: the live sandboxes' and the recently ended ones'.
+    var egressLogs: [(id: String, metadata: [String: String], log: [EgressEntry])] {
+        let live = all.compactMap { s in s.egress.map { (s.id, s.metadata, $0.entries) } }
+        return lock.withLock { endedEgress } + live
+    }
     var stats: Counters { lock.withLock { counters } }
     func get(_ id: String) -> LocalSandbox? { lock.withLock { sandboxes[id] } }
 
@@ -105,12 +119,30 @@ final class SandboxRegistry: @unchecked Sendable {
             return u
         }
         let id = Identifiers.sandboxID()
-        let settings = SandboxLauncher.Settings(limits: config.limits, homeBytes: config.diskBytes, tmpBytes: config.limits.tmpBytes,
+        var settings = SandboxLauncher.Settings(limits: config.limits, homeBytes: config.diskBytes, tmpBytes: config.limits.tmpBytes,
                                                 internet: network.internet, python: tools.python ?? "/usr/bin/python3",
                                                 bwrap: tools.bwrap ?? "/usr/bin/bwrap")
+        var egress: EgressProxy?
+        if network.needsProxy {
+            let rules = E2BEgressRules(allowOut: network.allowOut, denyOut: network.denyOut, rules: network.rules,
+                                       exceptions: config.internalEgress.compactMap(E2BEgressRules.InternalException.init),
+                                       hosts: config.egressHosts)
+            do {
+                egress = try EgressProxy.start(rules: rules, limits: config.egressLimits, owner: uid)
+            } catch {
+                lock.withLock {
+                    reserved -= 1
+                    if let uid { usedUIDs.remove(uid) }
+                }
+                throw Refusal(status: 503, message: "Could not start the sandbox's egress proxy: \(error)")
+            }
+            settings.egressSocket = egress?.socketPath
+        }
+        let cgroup = CgroupV1(runId: "e2b-local-\(id)", limits: config.limits)
+        let launchSettings = settings
         let box = SandboxBox()
         let launched: Result<SandboxInstance, Error> = await Blocking.result {
-            try SandboxLauncher.launch(settings, uid: uid, onEvent: { message, fds in
+            try SandboxLauncher.launch(launchSettings, uid: uid, cgroup: cgroup, onEvent: { message, fds in
                 fds.forEach { close($0) }
                 guard message["event"] == .string("exit"), let pid = message["pid"]?.intValue, pid > 0, pid <= Int(UInt32.max) else { return }
                 box.get()?.agentReportedExit(pid: UInt32(pid), code: message["code"]?.intValue.map(Int32.init),
@@ -122,6 +154,8 @@ final class SandboxRegistry: @unchecked Sendable {
             })
         }
         guard case .success(let instance) = launched else {
+            egress?.stop()
+            _ = cgroup?.killAndAwaitEmpty()
             lock.withLock {
                 reserved -= 1
                 if let uid { usedUIDs.remove(uid) }
@@ -130,7 +164,7 @@ final class SandboxRegistry: @unchecked Sendable {
             throw Refusal(status: 503, message: "Could not start the sandbox: \(why) Check `sandbox-runner doctor` (bubblewrap, user namespaces).")
         }
         let sandbox = LocalSandbox(id: id, templateID: templateID, lifetime: lifetime, metadata: metadata, envVars: envVars,
-                                   secure: secure, network: network, instance: instance)
+                                   secure: secure, network: network, instance: instance, egress: egress)
         sandbox.memoryLimit = config.limits.memoryBytes
         let added: Bool = lock.withLock {
             reserved -= 1
@@ -197,6 +231,13 @@ final class SandboxRegistry: @unchecked Sendable {
         sandbox.terminate(reason: "The sandbox \(sandbox.id) \(reason) while the command ran.")
         let instance = sandbox.instance
         _ = await Blocking.run { instance.killAndWait() }
+        if let proxy = sandbox.egress {
+            let log = await Blocking.run { proxy.stop() }
+            lock.withLock {
+                endedEgress.append((sandbox.id, sandbox.metadata, log))
+                if endedEgress.count > 100 { endedEgress.removeFirst(endedEgress.count - 100) }
+            }
+        }
         if let uid = instance.uid { lock.withLock { _ = usedUIDs.remove(uid) } }
         logger.info("sandbox \(reason)", metadata: ["sandbox": .string(sandbox.id)])
     }

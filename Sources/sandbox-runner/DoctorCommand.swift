@@ -45,8 +45,8 @@ struct DoctorCommand: AsyncParsableCommand {
         } catch {
             checks.append(Check(name: "seccomp", ok: false, detail: "\(error)"))
         }
-        checks.append(Check(name: "network", ok: true,
-                            detail: "runs get no network (own namespace) unless they talk to PostHog; those share the host network"))
+        let network = Self.networkCheck(env: env)
+        checks.append(network)
 
         let catalog = catalogOptions.catalog(context)
         checks.append(Check(name: "templates", ok: catalog.problems.isEmpty,
@@ -77,6 +77,7 @@ struct DoctorCommand: AsyncParsableCommand {
         let usable = jailProblem == nil && tools.python != nil
         if json {
             printJSON(["isolation": JSONValue.string(usable ? "bubblewrap" : "unavailable"),
+                       "network": .string(NetworkPolicy.posthog.rawValue),
                        "checks": .array(checks.map { .object(["name": .string($0.name), "ok": .bool($0.ok), "detail": .string($0.detail)]) })],
                       pretty: true)
         } else {
@@ -95,6 +96,21 @@ struct DoctorCommand: AsyncParsableCommand {
         printJSON(["command": JSONValue.array(plan.command.map(JSONValue.string)),
                    "descriptors": .array(plan.descriptors.map { .string(Data($0).base64EncodedString()) }),
                    "environment": .object(plan.environment.mapValues(JSONValue.string))], pretty: false)
+    }
+
+    /// The network policy of runs that talk to PostHog, and what its egress proxy would allow here.
+    static func networkCheck(env: [String: String]) -> Check {
+        let others = "; runs that do not talk to PostHog get none (an empty network namespace); host (the host's whole network and the "
+            + "personal API key inside the sandbox) only with --network host"
+        do {
+            let rules = try PostHogEgressRules.from(environment: env)
+            return Check(name: "network", ok: true, detail: "policy posthog for runs that talk to PostHog: their own empty network namespace, "
+                + "and sandbox-runner's egress proxy (a Unix socket bound into the jail; CONNECT refused) allowing only \(rules.summary)"
+                + (rules.hasKey ? ", adding the personal API key to requests for the API host (the key never enters the sandbox)" : "")
+                + others)
+        } catch {
+            return Check(name: "network", ok: false, detail: "policy posthog cannot be set up: \(error)" + others)
+        }
     }
 
     /// Whether runs get per-run cgroups, and what bounds a run when they do not.

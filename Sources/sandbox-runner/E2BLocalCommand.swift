@@ -35,6 +35,8 @@ struct E2BLocalCommand: AsyncParsableCommand {
     @Flag(help: "Refuse what E2B accepts but a careful client never sends: X-API-Key on envd calls, the deprecated POST /sandboxes.")
     var strict = false
     @Flag(help: "Log every sandbox created and killed to stderr.") var verbose = false
+    @Option(help: ArgumentHelp("An internal address sandboxes may still reach through their egress, as E2B's ALLOW_SANDBOX_INTERNAL_CIDRS (repeatable): CIDR, ADDRESS or ADDRESS:PORT, e.g. 127.0.0.1:8010 for a PostHog on this machine (E2B refuses loopback and private addresses otherwise).", valueName: "cidr"))
+    var allowInternalEgress: [String] = []
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be from 0 to 65535.") }
@@ -45,6 +47,9 @@ struct E2BLocalCommand: AsyncParsableCommand {
         if let d = domain, d.isEmpty || d.contains("/") || d.contains(":") { throw ValidationError("--domain must be a DNS name such as e2b-local.test.") }
         for f in fault {
             do { _ = try FaultSpec(parsing: f) } catch let e as RunnerError { throw ValidationError(e.message) }
+        }
+        for a in allowInternalEgress where E2BLocalConfiguration.internalEgressIsValid(a) == false {
+            throw ValidationError("--allow-internal-egress takes a CIDR, an address or ADDRESS:PORT (such as 127.0.0.1:8010); got '\(a)'.")
         }
     }
 
@@ -58,6 +63,10 @@ struct E2BLocalCommand: AsyncParsableCommand {
         config.diskBytes = disk << 20
         config.maxSandboxHours = maxSandboxHours
         config.strict = strict
+        config.internalEgress = allowInternalEgress
+        if let hosts = ProcessInfo.processInfo.environment["SANDBOX_RUNNER_EGRESS_HOSTS"], !hosts.isEmpty {
+            do { config.egressHosts = try EgressResolver.hostsFile(hosts) } catch let e as RunnerError { fail(e) }
+        }
         config.faults = try fault.map(FaultSpec.init(parsing:))
         config.domain = domain ?? (tlsDir != nil ? "e2b-local.test" : "localhost")
         let env = ProcessInfo.processInfo.environment

@@ -11,11 +11,13 @@ struct MCPCommand: AsyncParsableCommand {
             + "Only protocol messages go to stdout; logs go to stderr."
     )
 
+    @Flag(help: "Allow --network host (every agent's script then gets the host's network and the personal API key).") var allowHostNetwork = false
     @OptionGroup var options: RunOptions
     @OptionGroup var catalogOptions: CatalogOptions
 
     func run() async throws {
         let context = try Context.load()
+        refuseHostNetwork(options, allowed: allowHostNetwork, command: "mcp")
         let catalog = catalogOptions.catalog(context)
         let setup = RunSetup.make(options: options, catalog: catalog, context: context)
         defer { setup.stop() }

@@ -37,6 +37,9 @@ struct RunOptions: ParsableArguments {
     @Flag(help: "Print the result document as one line of JSON.")
     var json = false
 
+    @Option(help: ArgumentHelp("The network of runs that talk to PostHog: posthog (the default: only the PostHog hosts, through the egress proxy, which holds the personal API key), host (the host's whole network and the key inside the sandbox) or none.", valueName: "policy"))
+    var network: NetworkPolicy?
+
     @Flag(help: "Run without namespaces where bubblewrap cannot work (the script can then read the host's files).")
     var allowWeakIsolation = false
 
@@ -103,6 +106,15 @@ func printJSON<T: Encodable>(_ value: T, pretty: Bool) {
     FileHandle.standardOutput.write(data + Data("\n".utf8))
 }
 
+/// `serve` and `mcp` run every agent's script: `--network host` would hand each of them the
+/// host's network and the personal API key, so it needs `--allow-host-network` too.
+func refuseHostNetwork(_ options: RunOptions, allowed: Bool, command: String) {
+    if options.network == .host && !allowed {
+        fail(RunnerError(.badInput, "\(command) refuses --network host (every agent's script would get the host's whole network and the personal API key) "
+            + "unless it is started with --allow-host-network."))
+    }
+}
+
 /// What a long-lived command (smoke, mcp, serve) runs with: the executor over the chosen
 /// backend, and with `--demo` the posthog-local it started. `stop()` ends both.
 struct RunSetup {
@@ -123,6 +135,7 @@ struct RunSetup {
             }
             var executor = Executor(catalog: catalog, assembler: assembler, backend: backend, environment: env)
             executor.outputLimit = options.outputLimit
+            executor.postHogNetwork = options.network ?? .posthog
             return RunSetup(executor: executor, backend: backend, demo: demo)
         } catch let e as RunnerError {
             fail(e)

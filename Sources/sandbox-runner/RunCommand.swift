@@ -58,9 +58,6 @@ struct ExecCommand: AsyncParsableCommand {
     @Argument(help: "The script (a .py file, or - for stdin).")
     var file: String
 
-    @Option(help: "Network for the script: none, or host (needed to reach PostHog; the default with --demo).")
-    var network: NetworkPolicy?
-
     @Option(help: ArgumentHelp("Run it N times in a row on one backend (a warm E2B pool is reused); prints one result per line.", valueName: "N"))
     var `repeat`: Int = 1
 
@@ -77,7 +74,8 @@ struct ExecCommand: AsyncParsableCommand {
             }
             source = String(decoding: data, as: UTF8.self)
         }
-        let net = network ?? (options.demo ? .host : NetworkPolicy.none)
+        // The script's own network (--network): posthog with --demo, else none.
+        let net = options.network ?? (options.demo ? .posthog : NetworkPolicy.none)
         let request = RunRequest(source: .script(source: source, label: URL(fileURLWithPath: file).lastPathComponent),
                                  timeout: options.timeoutDuration, network: net)
         guard (1...1000).contains(`repeat`) else { fail(RunnerError(.badInput, "--repeat must be between 1 and 1000.")) }

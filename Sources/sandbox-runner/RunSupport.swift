@@ -31,6 +31,7 @@ func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCat
     }
     var executor = Executor(catalog: catalog, assembler: assembler, backend: backend, environment: env)
     executor.outputLimit = options.outputLimit
+    executor.postHogNetwork = options.network ?? .posthog
 
     let killer = ProcessKiller()
     let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in

@@ -13,6 +13,7 @@ struct SandboxRunnerCommand: AsyncParsableCommand {
         """,
         version: "0.1.0",
         subcommands: [ListCommand.self, ShowCommand.self, RunCommand.self, ExecCommand.self, DoctorCommand.self,
-                      PostHogLocalCommand.self, SmokeCommand.self, E2BLocalCommand.self, MCPCommand.self, ServeCommand.self]
+                      PostHogLocalCommand.self, SmokeCommand.self, E2BLocalCommand.self, MCPCommand.self, ServeCommand.self,
+                      EgressProxyCommand.self]
     )
 }

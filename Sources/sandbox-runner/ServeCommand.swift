@@ -25,6 +25,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Seconds finished async runs are kept.", valueName: "seconds")) var retention = 600
     @Option(help: ArgumentHelp("Finished async runs kept at most.", valueName: "N")) var maxRetained = 256
     @Option(help: ArgumentHelp("MCP sessions over HTTP at most.", valueName: "N")) var maxMcpSessions = 64
+    @Flag(help: "Allow --network host (every agent's script then gets the host's network and the personal API key).") var allowHostNetwork = false
     @OptionGroup var options: RunOptions
     @OptionGroup var catalogOptions: CatalogOptions
 
@@ -50,6 +51,7 @@ struct ServeCommand: AsyncParsableCommand {
             fail(RunnerError(.badInput, noAuth ? "--no-auth is only allowed on a loopback address (127.0.0.1, ::1)."
                 : "Set SANDBOX_RUNNER_TOKEN (the bearer token clients must send), or pass --no-auth on loopback."))
         }
+        refuseHostNetwork(options, allowed: allowHostNetwork, command: "serve")
         let catalog = catalogOptions.catalog(context)
         let setup = RunSetup.make(options: options, catalog: catalog, context: context)
         defer { setup.stop() }

@@ -227,7 +227,7 @@ struct JailAttackTests {
         let t = dir.url.appendingPathComponent("bounded")
         try FileManager.default.createDirectory(at: t, withIntermediateDirectories: true)
         try #"""
-            {"name": "bounded", "description": "d", "example": {"short": "abc"}, "variables": [
+            {"name": "bounded", "description": "d", "needsPostHog": false, "example": {"short": "abc"}, "variables": [
               {"name": "short", "type": "string", "description": "at most 10", "maxLength": 10, "required": true},
               {"name": "ev", "type": "identifier", "description": "an event", "default": "$pageview"},
               {"name": "code", "type": "string", "description": "lower case", "pattern": "^[a-z]+$", "default": "abc"}]}

@@ -250,7 +250,7 @@ def test_network_options(local: Server) -> None:
     open_ = Sandbox.create()
     try:
         assert closed.commands.run(count).stdout == "1\n", "only loopback without internet access"
-        assert allowed.commands.run(count).stdout == "1\n", "no egress proxy yet: denied means nothing gets out"
+        assert allowed.commands.run(count).stdout == "1\n", "its own namespace: only the egress proxy's socket leads out"
         assert open_.commands.run(count).stdout != "1\n"
         # infra packages/api/internal/handlers/sandbox_create.go, validateEgressRules.
         with pytest.raises(SandboxException) as info:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from .errors import (AuthenticationError, BadRequestError, ConfigurationError, ConnectionFailedError,
-                     InvalidIdentifierError, NotFoundError, PermissionDeniedError, PostHogError, QueryError,
+                     EgressRefusedError, InvalidIdentifierError, NotFoundError, PermissionDeniedError, PostHogError, QueryError,
                      RateLimitError, RequestTimeoutError, ServerError, ValidationError)
 
 TYPE_CHECKING = False
@@ -29,7 +29,7 @@ __all__ = [
     "PostHogClient", "QueryResult", "Query", "check_identifier", "iso_utc", "emit", "rows_of",
     "PostHogError", "ValidationError", "InvalidIdentifierError", "ConfigurationError", "AuthenticationError",
     "PermissionDeniedError", "NotFoundError", "BadRequestError", "QueryError", "RateLimitError",
-    "ServerError", "ConnectionFailedError", "RequestTimeoutError",
+    "ServerError", "ConnectionFailedError", "RequestTimeoutError", "EgressRefusedError",
 ]
 
 _LAZY = {"PostHogClient": "client", "QueryResult": "client", "Query": "hogql", "check_identifier": "hogql",

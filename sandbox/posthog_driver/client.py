@@ -118,7 +118,8 @@ class PostHogClient:
                                          refresh, query_rate)
         s = self.settings
         self._http = Transport(timeout=s.timeout, max_retries=s.max_retries, max_retry_wait=s.max_retry_wait,
-                               backoff_base=s.backoff_base, backoff_cap=s.backoff_cap, secrets=s.secrets)
+                               backoff_base=s.backoff_base, backoff_cap=s.backoff_cap, secrets=s.secrets,
+                               egress_socket=s.egress_socket)
         self._sent: list[float] = []  # when recent queries were sent (pacing)
 
     def __repr__(self) -> str:
@@ -134,18 +135,26 @@ class PostHogClient:
         self._http.close()
 
     # -- plumbing --------------------------------------------------------------------------------
-    def _api(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None,
-             idempotent: bool | None = None, kind: str = "api", max_retries: int | None = None) -> Any:
+    def _auth(self) -> dict[str, str]:
+        """The private API's Authorization header; none when the egress adds it (the key never
+        enters a sandbox under sandbox-runner's `posthog` policy or E2B's network rules)."""
         key = self.settings.personal_api_key
+        if self.settings.key_at_egress:
+            return {}
         if not key:
             raise AuthenticationError("POSTHOG_PERSONAL_API_KEY is not set: the private API needs a personal "
                                       "API key (phx_…).")
+        return {"Authorization": f"Bearer {key}"}
+
+    def _api(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None,
+             idempotent: bool | None = None, kind: str = "api", max_retries: int | None = None) -> Any:
+        headers = self._auth()
         import json
 
         data = None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         response = self._http.request(
             method, self.settings.api_url, f"/api/projects/{self.settings.project_id}/{path}", params=params,
-            body=data, headers={"Authorization": f"Bearer {key}"}, kind=kind, max_retries=max_retries,
+            body=data, headers=headers, kind=kind, max_retries=max_retries,
             idempotent=method in ("GET", "HEAD", "PUT", "DELETE") if idempotent is None else idempotent)
         return response.json()
 
@@ -311,7 +320,7 @@ class PostHogClient:
             polls += 1
             response = self._http.request(
                 "GET", self.settings.api_url, f"/api/projects/{self.settings.project_id}/query/{query_id}/",
-                headers={"Authorization": f"Bearer {self.settings.personal_api_key}"}, idempotent=True, kind="query",
+                headers=self._auth(), idempotent=True, kind="query",
                 accept=(400, 500))
             polled = response.json()
             status = polled.get("query_status", polled) if isinstance(polled, dict) else {}

@@ -14,6 +14,11 @@
                               stay inside it instead of running into 429s (default: not paced)
     POSTHOG_QUERY_REFRESH     the `refresh` sent with queries (default force_blocking: fresh
                               answers; `blocking` accepts PostHog's cached answer, up to ~5 min old)
+    POSTHOG_EGRESS_SOCKET     set by sandbox-runner under its `posthog` network policy: every request
+                              goes as plain HTTP with its absolute URL over this Unix socket to the
+                              runner's egress proxy, which holds the personal key and speaks TLS
+    POSTHOG_AUTH              `egress`: the personal key is added outside the sandbox (the egress
+                              proxy, E2B's network rules); the driver sends none and needs none
 """
 from __future__ import annotations
 
@@ -105,13 +110,14 @@ class Settings:
 
     __slots__ = ("api_url", "ingest_url", "personal_api_key", "project_api_key", "project_id",
                  "timeout", "max_retries", "max_retry_wait", "backoff_base", "backoff_cap", "refresh",
-                 "query_rate", "sync_query_limit")
+                 "query_rate", "sync_query_limit", "egress_socket", "key_at_egress")
 
     def __init__(self, *, api_url: str, ingest_url: str, personal_api_key: str | None,
                  project_api_key: str | None, project_id: str, timeout: float,
                  max_retries: int, max_retry_wait: float, backoff_base: float = 0.5,
                  backoff_cap: float = 8.0, refresh: str = "force_blocking",
-                 query_rate: tuple[int, float] | None = None, sync_query_limit: float = 55.0) -> None:
+                 query_rate: tuple[int, float] | None = None, sync_query_limit: float = 55.0,
+                 egress_socket: str | None = None, key_at_egress: bool = False) -> None:
         self.api_url = api_url
         self.ingest_url = ingest_url
         self.personal_api_key = personal_api_key
@@ -125,11 +131,14 @@ class Settings:
         self.refresh = refresh
         self.query_rate = query_rate  # (queries, period in seconds) to pace to, or None
         self.sync_query_limit = sync_query_limit  # longer queries go async (PostHog Cloud's gateway: ~60 s)
+        self.egress_socket = egress_socket  # the runner's egress proxy (a Unix socket), or None
+        self.key_at_egress = key_at_egress  # the personal key is added outside: send none, need none
 
     def __repr__(self) -> str:
         return (f"Settings(api_url={self.api_url!r}, ingest_url={self.ingest_url!r}, "
                 f"project_id={self.project_id!r}, personal_api_key={'set' if self.personal_api_key else None}, "
-                f"project_api_key={'set' if self.project_api_key else None}, timeout={self.timeout})")
+                f"project_api_key={'set' if self.project_api_key else None}, timeout={self.timeout}"
+                + (", personal key added at the egress" if self.key_at_egress else "") + ")")
 
     @property
     def secrets(self) -> list[str]:
@@ -159,6 +168,10 @@ class Settings:
         if not (pid.isdigit() or pid == "@current"):
             # never echo the value: a key pasted into the wrong variable must not leak
             raise ConfigurationError("POSTHOG_PROJECT_ID must be the numeric project id (or @current).")
+        socket_path = (env.get("POSTHOG_EGRESS_SOCKET") or "").strip() or None
+        auth = (env.get("POSTHOG_AUTH") or "").strip().lower()
+        if auth not in ("", "egress", "key"):
+            raise ConfigurationError("POSTHOG_AUTH must be egress (the key is added outside the sandbox) or key.")
         retries = 4 if max_retries is None else int(max_retries)
         if retries < 0:
             raise ConfigurationError("max_retries must be 0 or more.")
@@ -175,4 +188,6 @@ class Settings:
             backoff_cap=8.0 if backoff_cap is None else max(0.0, float(backoff_cap)),
             refresh=check_refresh(refresh or env.get("POSTHOG_QUERY_REFRESH") or "force_blocking"),
             query_rate=parse_rate(query_rate or env.get("POSTHOG_QUERY_RATE")),
+            egress_socket=socket_path,
+            key_at_egress=auth == "egress" or (socket_path is not None and auth != "key"),
         )

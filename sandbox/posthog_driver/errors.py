@@ -113,8 +113,17 @@ class RequestTimeoutError(ConnectionFailedError):
     """No answer within the timeout (POSTHOG_TIMEOUT)."""
 
 
+class EgressRefusedError(ConnectionFailedError):
+    """The sandbox's egress proxy refused the request (a host outside the allowlist, a cap of
+    the run): never retried. `kind` is `refused` or `cap`."""
+
+    def __init__(self, message: str, *, kind: str = "refused", **info: Any) -> None:
+        super().__init__(message, **info)
+        self.kind = kind
+
+
 __all__ = [
-    "AuthenticationError", "BadRequestError", "ConfigurationError", "ConnectionFailedError",
+    "AuthenticationError", "BadRequestError", "ConfigurationError", "ConnectionFailedError", "EgressRefusedError",
     "InvalidIdentifierError", "NotFoundError", "PermissionDeniedError", "PostHogError", "QueryError",
     "RateLimitError", "RequestTimeoutError", "ServerError", "ValidationError",
 ]

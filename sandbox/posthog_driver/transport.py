@@ -17,6 +17,11 @@
                                even be opened (nothing was sent)
     timeouts                   idempotent requests
 - Logs method, path, status, duration and attempt; never a key, a body or a query string.
+- With an egress socket (POSTHOG_EGRESS_SOCKET, sandbox-runner's `posthog` policy) every
+  connection is a Unix socket to the runner's egress proxy, each request carries its absolute URL
+  (`GET https://us.posthog.com/api/… HTTP/1.1`) in plain HTTP, and the proxy speaks TLS to
+  PostHog. Its own answers carry `X-Sandbox-Runner-Egress`: `refused` and `cap` fail at once
+  (EgressRefusedError), `unreachable`, `timeout` and `broken` count as connection failures.
 
 `http.client` (~17 ms to import, ssl included) loads on the first request, not on import.
 """
@@ -26,7 +31,7 @@ import os
 import time
 
 from . import _log
-from .errors import (AuthenticationError, BadRequestError, ConnectionFailedError, NotFoundError,
+from .errors import (AuthenticationError, BadRequestError, ConnectionFailedError, EgressRefusedError, NotFoundError,
                      PermissionDeniedError, PostHogError, QueryError, RateLimitError, RequestTimeoutError,
                      ServerError, clean_detail)
 
@@ -58,6 +63,14 @@ class Response:
         except (ValueError, UnicodeDecodeError):
             raise PostHogError("PostHog answered with something that is not JSON; check that "
                                "POSTHOG_API_URL points at PostHog.", self.status) from None
+
+
+class _EgressFailure(OSError):
+    """Internal: the egress proxy could not reach PostHog (its sentence, never a key)."""
+
+
+class _EgressTimeout(_EgressFailure, TimeoutError):
+    pass
 
 
 class _NetworkFailure(Exception):
@@ -137,6 +150,32 @@ def _proxy_for(scheme: str, host: str) -> _Proxy | None:
     return _Proxy(phost, pport, headers)
 
 
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _unix_connection(path: str, timeout: float) -> Any:
+    """An HTTPConnection over the Unix socket at `path` (the runner's egress proxy)."""
+    import http.client
+    import socket
+
+    class _EgressConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(path)
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+
+    conn = _EgressConnection("egress-proxy", timeout=timeout)
+    conn._posthog_absolute = True  # type: ignore[attr-defined]
+    conn._posthog_unix = True  # type: ignore[attr-defined]
+    return conn
+
+
 def _quickack(sock: Any) -> None:
     """Linux: acknowledge the answer's first segment at once. A server that writes headers and
     body separately without TCP_NODELAY otherwise waits for our delayed ACK: ~40 ms per small
@@ -167,7 +206,8 @@ def _dropped(conn: Any) -> bool:
 
 class Transport:
     def __init__(self, *, timeout: float, max_retries: int, max_retry_wait: float,
-                 backoff_base: float = 0.5, backoff_cap: float = 8.0, secrets: list[str] | None = None) -> None:
+                 backoff_base: float = 0.5, backoff_cap: float = 8.0, secrets: list[str] | None = None,
+                 egress_socket: str | None = None) -> None:
         import _thread
 
         self.timeout = timeout
@@ -179,6 +219,7 @@ class Transport:
         self._idle: dict[tuple[str, str, int], list[Any]] = {}
         self._lock = _thread.allocate_lock()
         self._ssl_context: Any = None
+        self.egress_socket = egress_socket
 
     # -- connections -----------------------------------------------------------------------------
     def close(self) -> None:
@@ -198,6 +239,8 @@ class Transport:
     def _new_connection(self, scheme: str, host: str, port: int) -> Any:
         import http.client
 
+        if self.egress_socket:
+            return _unix_connection(self.egress_socket, self.timeout)
         proxy = _proxy_for(scheme, host)
         if scheme == "https":
             if proxy is not None:
@@ -249,11 +292,12 @@ class Transport:
                 conn.close()
                 raise _NetworkFailure(err, sent=False) from err
         if getattr(conn, "_posthog_absolute", False):
-            target = f"{scheme}://{host}:{port}{target}"
+            target = f"{scheme}://{_authority(host, port)}{target}"
             headers = {**headers, **getattr(conn, "_posthog_proxy_headers", {})}
         try:
             conn.request(method, target, body=body, headers=headers)
-            _quickack(conn.sock)
+            if not getattr(conn, "_posthog_unix", False):
+                _quickack(conn.sock)
             response = conn.getresponse()
             data = response.read()
         except (OSError, http.client.HTTPException) as err:
@@ -264,6 +308,9 @@ class Transport:
             conn.close()
         else:
             self._checkin(key, conn)
+        egress = response_headers.get("x-sandbox-runner-egress") if self.egress_socket else None
+        if egress:
+            self._egress_answer(egress, data, method)
         encoding = response_headers.get("content-encoding", "").lower()
         if encoding in ("gzip", "deflate") and data:
             import zlib
@@ -273,6 +320,24 @@ class Transport:
             except zlib.error:
                 raise _NetworkFailure(ValueError("undecodable compressed body"), sent=True) from None
         return response.status, response_headers, data
+
+    @staticmethod
+    def _egress_answer(kind: str, data: bytes, method: str) -> None:
+        """An answer the egress proxy made itself (not PostHog's): a refusal fails at once; a
+        failure to reach PostHog is a connection failure, retried as those are."""
+        import json
+
+        try:
+            doc = json.loads(data)
+            message = str(doc.get("error") or "").strip() if isinstance(doc, dict) else ""
+        except (ValueError, UnicodeDecodeError):
+            message = ""
+        message = message[:300] or "no reason given"
+        if kind in ("refused", "cap"):
+            raise EgressRefusedError(f"The sandbox's egress proxy refused the request: {message}", kind=kind)
+        if kind == "timeout":
+            raise _NetworkFailure(_EgressTimeout(message), sent=True)
+        raise _NetworkFailure(_EgressFailure(message), sent=kind == "broken")
 
     # -- requests --------------------------------------------------------------------------------
     def backoff(self, attempt: int) -> float:
@@ -389,6 +454,10 @@ class Transport:
                        attempts: int, idempotent: bool) -> PostHogError:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         where = base_url.split("://", 1)[-1].split("/", 1)[0]
+        if isinstance(failure.cause, _EgressFailure) and not failure.timeout:
+            return ConnectionFailedError(
+                f"The egress proxy could not complete {method} {path} with PostHog{tries}: {failure.cause}",
+                method=method, path=path, attempts=attempts)
         if failure.timeout:
             return RequestTimeoutError(
                 f"PostHog did not answer {method} {path} within {self.timeout:g} s{tries}; raise "

@@ -12,11 +12,14 @@ typedef struct {
     unsigned long long as_bytes, cpu_seconds, nproc, fsize_bytes, nofile;
     int set_ids;
     unsigned int uid, gid;
+    /* NULL or a NULL-terminated list of cgroup v1 `tasks` files the child joins (writing "0")
+       before it drops its ids: the sandbox's memory and pids cgroups. */
+    const char *const *cgroup_tasks;
 } e2bl_launch_limits;
 
 /* Forks and execs `path`: stdin and stdout on /dev/null, stderr onto stderr_fd (-1: /dev/null),
    fds[i] placed at descriptor 3+i, every other descriptor closed, signals reset, a new session
-   and a fresh session keyring, the limits and ids applied, and SIGKILL when the forking thread ends (call it from a thread
+   and a fresh session keyring, the cgroups joined, the limits and ids applied, and SIGKILL when the forking thread ends (call it from a thread
    that lives as long as the child should). Returns 0 or an errno of the child's setup or exec. */
 int e2bl_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
                const int *fds, int nfds, int stderr_fd, const e2bl_launch_limits *limits);

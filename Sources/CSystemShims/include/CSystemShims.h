@@ -21,6 +21,9 @@ int sr_spawn_helper(pid_t *pid, const char *path, char *const argv[], char *cons
 /* pipe2(fds, O_CLOEXEC). Returns 0 or -1 with errno set. */
 int sr_pipe_cloexec(int fds[2]);
 
+/* accept4(fd, NULL, NULL, SOCK_CLOEXEC), retried on EINTR. The descriptor or -1 with errno. */
+int sr_accept_cloexec(int fd);
+
 /* Peak resident set size of this process, in KiB. */
 long sr_peak_rss_kib(void);
 

@@ -1,10 +1,16 @@
 import Foundation
 
 /// Whether a sandbox may reach the network.
-public enum NetworkPolicy: String, Sendable, Codable {
+public enum NetworkPolicy: String, Sendable, Codable, CaseIterable {
     /// Its own empty network namespace: no network at all.
     case none
-    /// The host's network (needed to reach PostHog; a later step narrows it to an allowlist).
+    /// Its own empty network namespace, and an egress proxy on the host side reached through a
+    /// Unix socket bound into the jail: only the PostHog hosts, with the personal API key added
+    /// by the proxy (it never enters the sandbox). On E2B: `network.allowOut` = the PostHog
+    /// hosts, everything else denied, the key injected by E2B's egress rules.
+    case posthog
+    /// The host's network, and the personal API key in the sandbox's environment: only by an
+    /// explicit operator flag.
     case host
 }
 
@@ -16,6 +22,8 @@ public struct SandboxJob: Sendable {
     public var environment: [String: String]
     public var timeout: Duration
     public var network: NetworkPolicy
+    /// Under `posthog`: the allowlist and the key the egress (our proxy, E2B's rules) applies.
+    public var egress: PostHogEgressRules?
     /// Bytes kept of stdout and of stderr each.
     public var outputLimit: Int
     /// Called with each chunk of output as it arrives (1 = stdout, 2 = stderr), where the backend streams.
@@ -37,6 +45,8 @@ public struct SandboxOutcome: Sendable {
     /// A short description of the isolation actually used ("bubblewrap", "weak").
     public var isolation: String
     public var network: NetworkPolicy
+    /// What the egress proxy saw (the `posthog` policy on the local jail), or nil.
+    public var egress: [EgressEntry]? = nil
 }
 
 /// A place to run bundles: the local jail, E2B.

@@ -46,6 +46,9 @@ public struct Executor: Sendable {
     /// The runner's environment (process environment + .env): source of PostHog settings and secrets.
     public var environment: [String: String]
     public var outputLimit: Int = 1 << 20
+    /// The network of runs that talk to PostHog (templates that use it; surfaces give scripts
+    /// theirs): `posthog` unless the operator chose `host` by flag.
+    public var postHogNetwork: NetworkPolicy = .posthog
 
     public init(catalog: TemplateCatalog, assembler: BundleAssembler, backend: any SandboxBackend, environment: [String: String]) {
         self.catalog = catalog
@@ -93,11 +96,19 @@ public struct Executor: Sendable {
         timings["prepareMs"] = Int((clock.now - start).milliseconds)
 
         let timeout = request.timeout ?? manifest?.timeoutSeconds.map { .seconds($0) } ?? Self.defaultTimeout
-        let network = request.network ?? ((manifest?.usesPostHog ?? false) ? .host : .none)
-        var env: [String: String] = ["SANDBOX_RUNNER_RUN_ID": request.runId]
-        for name in Self.passedVariables { if let v = environment[name], !v.isEmpty { env[name] = v } }
+        let network = request.network ?? ((manifest?.usesPostHog ?? false) ? postHogNetwork : .none)
+        let egress: PostHogEgressRules?
+        do {
+            egress = try checkPostHogSettings(network: network, template: manifest)
+        } catch {
+            var r = failure(error, request: request, template: templateName, redactor: redactor)
+            r.durationMs = Int((clock.now - start).milliseconds)
+            return r
+        }
+        let env = sandboxEnvironment(runId: request.runId, network: network, egress: egress)
 
         var job = SandboxJob(runId: request.runId, bundle: bundle, environment: env, timeout: timeout, network: network, outputLimit: outputLimit)
+        job.egress = egress
         job.onOutput = request.onOutput
         let sandboxStart = clock.now
         let outcome: SandboxOutcome
@@ -132,7 +143,46 @@ public struct Executor: Sendable {
                          runId: request.runId, stderr: stderr, truncated: p.stdout.truncated || p.stderr.truncated,
                          timedOut: p.timedOut, isolation: outcome.isolation, network: outcome.network.rawValue,
                          bundleSha256: bundle.sha256, variables: rendered.variables.mapValues(redactor.redact), timings: timings,
-                         errorKind: kind)
+                         errorKind: kind, egress: outcome.egress)
+    }
+
+    /// The PostHog settings a run needs, checked before any sandbox starts: a template that
+    /// talks to PostHog needs a personal key and a project id; any run with network needs URLs
+    /// that parse (the `posthog` policy's allowlist is made of them). Returns that allowlist for
+    /// the `posthog` policy.
+    public func checkPostHogSettings(network: NetworkPolicy, template: TemplateManifest?) throws -> PostHogEgressRules? {
+        guard network != .none else { return nil }
+        if let template, template.usesPostHog {
+            func missing(_ name: String, _ what: String) -> RunnerError {
+                RunnerError(.badInput, "The template \(template.name) talks to PostHog, but \(name) is not set; set it (\(what)) in the environment or .env, or run with --demo.")
+            }
+            guard let key = environment["POSTHOG_PERSONAL_API_KEY"], !key.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw missing("POSTHOG_PERSONAL_API_KEY", "a phx_ personal API key")
+            }
+            guard let project = environment["POSTHOG_PROJECT_ID"]?.trimmingCharacters(in: .whitespaces), !project.isEmpty else {
+                throw missing("POSTHOG_PROJECT_ID", "the numeric id of the project")
+            }
+            guard project.allSatisfy({ $0.isASCII && $0.isNumber }) || project == "@current" else {
+                throw RunnerError(.badInput, "POSTHOG_PROJECT_ID must be the numeric id of the project (or @current).")
+            }
+        }
+        let rules = try PostHogEgressRules.from(environment: environment)
+        return network == .posthog ? rules : nil
+    }
+
+    /// What the sandbox's process gets: the run id and the PostHog settings; under `posthog`
+    /// the URLs as the proxy allows them, `POSTHOG_AUTH=egress` and never the personal key.
+    func sandboxEnvironment(runId: String, network: NetworkPolicy, egress: PostHogEgressRules?) -> [String: String] {
+        var env: [String: String] = ["SANDBOX_RUNNER_RUN_ID": runId]
+        for name in Self.passedVariables { if let v = environment[name], !v.isEmpty { env[name] = v } }
+        if network == .posthog, let egress {
+            env["POSTHOG_PERSONAL_API_KEY"] = nil
+            env["POSTHOG_HOST"] = nil
+            env["POSTHOG_API_URL"] = egress.endpoints.apiURL
+            env["POSTHOG_INGEST_URL"] = egress.endpoints.ingestURL
+            env["POSTHOG_AUTH"] = "egress"
+        }
+        return env
     }
 
     /// A short sentence for a failed process: the driver's own line when it wrote one.

@@ -24,6 +24,9 @@ public struct RunResult: Sendable, Equatable {
     public var timings: [String: Int] = [:]
     /// What went wrong, as a kind: nil on success.
     public var errorKind: RunnerError.Kind?
+    /// Under the `posthog` network policy (local jail): every destination the script asked the
+    /// egress proxy for, allowed or refused, with its bytes.
+    public var egress: [EgressEntry]?
 
     /// The CLI's exit status for this result (README, "Errors").
     public var exitStatus: Int32 {
@@ -44,7 +47,7 @@ public struct RunResult: Sendable, Equatable {
 extension RunResult: Codable {
     enum CodingKeys: String, CodingKey {
         case schemaVersion, success, output, error, data, exitCode, durationMs, template, backend, runId, stderr, truncated,
-             timedOut, isolation, network, bundleSha256, variables, timings, errorKind
+             timedOut, isolation, network, bundleSha256, variables, timings, errorKind, egress
     }
 
     public init(from decoder: Decoder) throws {
@@ -67,6 +70,7 @@ extension RunResult: Codable {
         variables = try c.decodeIfPresent([String: JSONValue].self, forKey: .variables)
         timings = try c.decodeIfPresent([String: Int].self, forKey: .timings) ?? [:]
         errorKind = try c.decodeIfPresent(RunnerError.Kind.self, forKey: .errorKind)
+        egress = try c.decodeIfPresent([EgressEntry].self, forKey: .egress)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -90,6 +94,7 @@ extension RunResult: Codable {
         try c.encodeIfPresent(variables, forKey: .variables)
         try c.encode(timings, forKey: .timings)
         try c.encodeIfPresent(errorKind, forKey: .errorKind)
+        try c.encodeIfPresent(egress, forKey: .egress)
     }
 
     public func jsonText(pretty: Bool = true) -> String {
@@ -133,8 +138,10 @@ extension RunResult {
             "truncated": t("boolean", "True when stdout or stderr was cut at the output limit."),
             "timedOut": t("boolean", "True when the run hit its timeout."),
             "isolation": t("string", "The isolation used: bubblewrap, weak, e2b."),
-            "network": .object(["type": "string", "enum": .array([.string(NetworkPolicy.none.rawValue), .string(NetworkPolicy.host.rawValue)]),
-                                "description": "The sandbox's network."]),
+            "network": .object(["type": "string", "enum": .array(NetworkPolicy.allCases.map { .string($0.rawValue) }),
+                                "description": "The sandbox's network: none, posthog (only the PostHog hosts, through the egress proxy; the key stays outside) or host."]),
+            "egress": .object(["type": "array", "items": EgressEntry.jsonSchema,
+                               "description": "Under the posthog policy: every destination the script asked for, allowed or refused, with bytes out and in."]),
             "bundleSha256": t("string", "sha256 of the bundle that ran."),
             "variables": .object(["type": "object", "description": "Every variable's final value, defaults included."]),
             "timings": .object(["type": "object", "additionalProperties": .object(["type": "integer"]),

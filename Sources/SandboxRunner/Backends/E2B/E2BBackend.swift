@@ -44,17 +44,26 @@ public final class E2BBackend: SandboxBackend, @unchecked Sendable {
         let client = try E2BClient(config: config)
         killer.onKill { client.cancel() }
 
-        var warm = pool?.acquire(minimumLifetime: job.timeout + config.lifetimeMargin)
+        var spec = E2BSandboxSpec(templateID: config.templateID,
+                                  lifetime: try config.sandboxLifetime(forRunTimeout: job.timeout, warm: pool != nil))
+        spec.metadata = ["sandbox-runner-run": job.runId, "sandbox-runner": "1"]
+        spec.network = job.network
+        var envs = job.environment
+        if job.network == .posthog {
+            guard let rules = job.egress else {
+                throw RunnerError(.internalError, "A run with the posthog network policy came without its egress settings.")
+            }
+            let plan = try E2BEgressPlan(rules, sandboxesAreLocal: config.sandboxesAreLocal)
+            spec.egress = plan
+            envs.merge(plan.environment) { _, plan in plan }
+        }
+        var warm = pool?.acquire(minimumLifetime: job.timeout + config.lifetimeMargin, networkKey: spec.networkKey)
         let sandbox: E2BSandbox
         if let w = warm {
             sandbox = w.sandbox
         } else {
-            var spec = E2BSandboxSpec(templateID: config.templateID,
-                                      lifetime: try config.sandboxLifetime(forRunTimeout: job.timeout, warm: pool != nil))
-            spec.metadata = ["sandbox-runner-run": job.runId, "sandbox-runner": "1"]
-            spec.network = job.network
             sandbox = try client.create(spec)
-            warm = pool.map { _ in E2BWarmSandbox(sandbox: sandbox, bundles: [], idleSince: clock.now) }
+            warm = pool.map { _ in E2BWarmSandbox(sandbox: sandbox, bundles: [], idleSince: clock.now, networkKey: spec.networkKey) }
         }
         // From here on every path out hands the sandbox to the cleanup thread: killed, or back
         // to the pool when the run ended cleanly.
@@ -70,7 +79,6 @@ public final class E2BBackend: SandboxBackend, @unchecked Sendable {
         }
 
         let encoded = job.bundle.bytes.withUnsafeBufferPointer { Data(buffer: $0) }.base64EncodedString()
-        var envs = job.environment
         envs["PYTHONUNBUFFERED"] = "1"
         envs["PYTHONDONTWRITEBYTECODE"] = "1"
         let script: String
@@ -175,6 +183,8 @@ public struct E2BWarmSandbox: Sendable {
     public var sandbox: E2BSandbox
     public var bundles: Set<String>
     public var idleSince: ContinuousClock.Instant
+    /// The create's network fields: a sandbox is reused only for runs with the same.
+    public var networkKey: String = ""
 }
 
 /// Live sandboxes kept between runs, keyed by the backend's configuration (one pool per
@@ -192,14 +202,17 @@ public final class E2BWarmPool: @unchecked Sendable {
 
     public var idleCount: Int { condition.lock(); defer { condition.unlock() }; return idle.count }
 
-    func acquire(minimumLifetime: Duration) -> E2BWarmSandbox? {
+    func acquire(minimumLifetime: Duration, networkKey: String) -> E2BWarmSandbox? {
         condition.lock()
         var expired: [E2BWarmSandbox] = []
         var found: E2BWarmSandbox?
+        var others: [E2BWarmSandbox] = []
         while let w = idle.popLast() {
-            if w.sandbox.endsAt - .now > minimumLifetime { found = w; break }
-            expired.append(w)
+            if w.sandbox.endsAt - .now <= minimumLifetime { expired.append(w); continue }
+            if w.networkKey == networkKey { found = w; break }
+            others.append(w)
         }
+        idle += others.reversed()
         condition.unlock()
         kill(expired)
         return found

@@ -16,6 +16,8 @@ public struct E2BSandboxSpec: Sendable {
     public var metadata: [String: String] = [:]
     public var envVars: [String: String] = [:]
     public var network: NetworkPolicy = .none
+    /// Under `posthog`: the allowlist and key E2B's egress rules get (see `E2BEgressPlan`).
+    public var egress: E2BEgressPlan?
     /// Sent on every attempt of this one create, so a retried create whose first 201 was lost
     /// gets the same sandbox instead of a second one (E2B SDK 2.63: `post_v2_sandboxes.py`
     /// sends it as `Idempotency-Key`; `retry.py` allows 1–255 of `[a-z0-9-]`).
@@ -35,20 +37,75 @@ public struct E2BSandboxSpec: Sendable {
             "templateID": .string(templateID), "timeout": .int(timeoutSeconds),
             "metadata": .object(metadata.mapValues(JSONValue.string)), "envVars": .object(envVars.mapValues(JSONValue.string)),
         ]
-        o.merge(Self.networkFields(network)) { _, n in n }
+        o.merge(Self.networkFields(network, egress: egress)) { _, n in n }
         return .object(o)
     }
 
     /// What a run's network policy becomes at create. `none`: no egress at all
     /// (`allow_internet_access: false`, which E2B treats as `network.denyOut: ["0.0.0.0/0"]`);
-    /// `host`: the internet. The egress issue's `posthog` policy belongs here: `network` with
-    /// `allowOut` = the PostHog hosts, `denyOut` = ["0.0.0.0/0"] and
-    /// `rules[host] = [{"transform": {"headers": {"Authorization": …}}}]`, so the key stays outside.
-    static func networkFields(_ policy: NetworkPolicy) -> [String: JSONValue] {
+    /// `host`: the internet; `posthog`: `network` with `allowOut` = the PostHog hosts,
+    /// `denyOut` = ["0.0.0.0/0"] (everything else) and
+    /// `rules[api host] = [{"transform": {"headers": {"Authorization": "Bearer …"}}}]`, which E2B's
+    /// egress proxy injects, so the key stays outside the sandbox (E2B's OpenAPI spec,
+    /// `SandboxNetworkConfig` / `SandboxNetworkRule` / `SandboxNetworkTransform`; SDK 2.63
+    /// `sandbox_api.py`, `SandboxNetworkOpts`).
+    static func networkFields(_ policy: NetworkPolicy, egress: E2BEgressPlan?) -> [String: JSONValue] {
         switch policy {
         case .none: return ["allow_internet_access": .bool(false)]
         case .host: return ["allow_internet_access": .bool(true)]
+        case .posthog:
+            guard let egress else { return ["allow_internet_access": .bool(false)] }
+            return ["allow_internet_access": .bool(true), "network": egress.network]
         }
+    }
+
+    /// The network fields as one string: sandboxes of a warm pool are reused only by runs that
+    /// would create them alike.
+    var networkKey: String { JSONValue.object(Self.networkFields(network, egress: egress)).jsonText() }
+}
+
+/// How a `posthog` run's allowlist and key look to E2B. E2B's egress matches names (on ports 80
+/// and 443, from the Host header or TLS SNI) and addresses; `rules` are keyed by DNS names only.
+/// A loopback address (the `--demo` server, reachable from e2b-local only) is given to the
+/// sandbox as `localhost`, so the key can still be injected by a rule.
+public struct E2BEgressPlan: Sendable {
+    /// `{allowOut, denyOut, rules}`.
+    public var network: JSONValue
+    /// POSTHOG_API_URL / POSTHOG_INGEST_URL as the sandbox must call them.
+    public var environment: [String: String]
+
+    static let namePorts: Set<Int> = [80, 443]
+
+    public init(_ rules: PostHogEgressRules, sandboxesAreLocal: Bool) throws {
+        func sandboxHost(_ t: EgressTarget) -> String {
+            EgressAddress(t.host)?.isLoopback == true ? "localhost" : t.host
+        }
+        var allow: [String] = []
+        for d in rules.destinations {
+            let host = sandboxHost(d.target)
+            let isName = EgressAddress(host) == nil
+            if isName && !Self.namePorts.contains(d.target.port) && !sandboxesAreLocal {
+                throw RunnerError(.badInput, "E2B's egress rules match names on ports 80 and 443 only, but \(d.target) is to be reached; "
+                    + "serve PostHog on 443 (or 80), or run with --network host.")
+            }
+            if d.injectsKey && !isName {
+                throw RunnerError(.badInput, "E2B injects the personal API key only for names, but POSTHOG_API_URL is the address \(d.target.host); "
+                    + "give PostHog's name instead, or run with --network host.")
+            }
+            if !allow.contains(host) { allow.append(host) }
+        }
+        var network: [String: JSONValue] = ["allowOut": .array(allow.map(JSONValue.string)), "denyOut": .array(["0.0.0.0/0"])]
+        if let auth = rules.authorization, let api = rules.destinations.first(where: \.injectsKey) {
+            network["rules"] = .object([sandboxHost(api.target): .array([.object(["transform": .object(["headers": .object(["Authorization": .string(auth)])])])])])
+        }
+        self.network = .object(network)
+        func rewrite(_ url: String, _ t: EgressTarget) -> String {
+            guard EgressAddress(t.host)?.isLoopback == true else { return url }
+            let shown = EgressAddress(t.host)!.isIPv6 ? "[\(t.host)]" : t.host
+            return url.replacingOccurrences(of: "://\(shown)", with: "://localhost")
+        }
+        environment = ["POSTHOG_API_URL": rewrite(rules.endpoints.apiURL, rules.endpoints.api),
+                       "POSTHOG_INGEST_URL": rewrite(rules.endpoints.ingestURL, rules.endpoints.ingest)]
     }
 }
 

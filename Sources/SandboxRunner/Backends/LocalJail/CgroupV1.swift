@@ -17,7 +17,7 @@ import Glibc
 /// cgroups used to cost here was mostly the runner polling the cgroup while the jail's processes
 /// were still dying; the runner now waits on a pidfd of the jail's init (the kernel has emptied
 /// the pid namespace when it exits), so the cgroup is empty when it looks.
-final class CgroupV1: @unchecked Sendable {
+public final class CgroupV1: @unchecked Sendable {
     static let root = "/sys/fs/cgroup"
     let directories: [String]
     private let lock = NSLock()
@@ -38,7 +38,9 @@ final class CgroupV1: @unchecked Sendable {
         return nil
     }
 
-    init?(runId: String, limits: JailLimits) {
+    /// Makes the run's cgroups with its limits; nil where cgroups are off or unavailable. Public
+    /// so e2b-local's sandboxes get the same (named `runId` under `sandbox-runner/`).
+    public init?(runId: String, limits: JailLimits) {
         guard limits.useCgroups else { return nil }
         var dirs: [String] = []
         for controller in Self.available {
@@ -63,10 +65,10 @@ final class CgroupV1: @unchecked Sendable {
     }
 
     /// The files the child writes "0" into to join.
-    var tasksFiles: [String] { directories.map { "\($0)/tasks" } }
+    public var tasksFiles: [String] { directories.map { "\($0)/tasks" } }
 
     /// Processes the memory limit killed so far (memory.oom_control's oom_kill).
-    var oomKills: Int {
+    public var oomKills: Int {
         lock.lock(); defer { lock.unlock() }
         return max(oomKillCount, readOOMKills())
     }
@@ -81,7 +83,7 @@ final class CgroupV1: @unchecked Sendable {
     }
 
     /// The pids in the run's cgroups now.
-    func members() -> [pid_t] {
+    public func members() -> [pid_t] {
         var out: Set<pid_t> = []
         for dir in directories {
             guard let text = try? String(contentsOfFile: "\(dir)/cgroup.procs", encoding: .utf8) else { continue }
@@ -109,7 +111,7 @@ final class CgroupV1: @unchecked Sendable {
 
     /// Kills what is left, waits until the cgroups are empty and removes them. False when some
     /// process would not go within 10 s (the cgroups then stay, and say so by existing).
-    func killAndAwaitEmpty() -> Bool {
+    public func killAndAwaitEmpty() -> Bool {
         let deadline = ContinuousClock.now + .seconds(10)
         var attempt = 0
         while ContinuousClock.now < deadline {

@@ -25,6 +25,8 @@ public struct LocalJail: SandboxBackend {
     public var limits: JailLimits
     public var python: String
     public var tools: JailTools
+    /// Caps of the egress proxy of a `posthog` run.
+    public var egressLimits = EgressLimits()
 
     /// The cgroup v1 controllers runs get here (empty when not root or not mounted).
     public static var cgroupControllers: [String] { CgroupV1.available }
@@ -67,11 +69,27 @@ public struct LocalJail: SandboxBackend {
                                     tmpBytes: limits.tmpBytes, shmBytes: limits.shmBytes)
             layout.directories = bundle.entries.filter(\.isDirectory).map(\.path)
             let files = bundle.entries.filter { !$0.isDirectory }.map { (path: $0.path, bytes: $0.bytes) }
-            let env = Self.baseEnvironment(home: Self.home).merging(job.environment) { _, job in job }
+            var env = Self.baseEnvironment(home: Self.home).merging(job.environment) { _, job in job }
+            // `posthog`: the jail keeps its empty network namespace; the only way out is the
+            // egress proxy's socket, bound in. The proxy ends with the run and its log is the result's.
+            var proxy: EgressProxy?
+            let uid = geteuid() == 0 ? Self.freshUid() : nil
+            if job.network == .posthog {
+                guard let rules = job.egress else {
+                    throw RunnerError(.internalError, "A run with the posthog network policy came without its egress settings.")
+                }
+                let p = try EgressProxy.start(rules: rules, limits: egressLimits, owner: uid)
+                proxy = p
+                layout.binds.append(JailBind(source: p.socketPath, destination: EgressProxy.sandboxPath, readOnly: true))
+                env["POSTHOG_EGRESS_SOCKET"] = EgressProxy.sandboxPath
+            }
+            defer { proxy?.stop() }
             let outcome = try await launch(argv, layout: layout, files: files, environment: env, timeout: job.timeout,
-                                           outputLimit: job.outputLimit, uid: geteuid() == 0 ? Self.freshUid() : nil,
+                                           outputLimit: job.outputLimit, uid: uid,
                                            runId: job.runId, killer: killer, onOutput: job.onOutput)
-            return SandboxOutcome(process: outcome, isolation: "bubblewrap", network: job.network)
+            var result = SandboxOutcome(process: outcome, isolation: "bubblewrap", network: job.network)
+            result.egress = proxy?.stop()
+            return result
         case .weak:
             let workspace = try Workspace.create(label: job.runId)
             var removable = true
@@ -81,7 +99,13 @@ public struct LocalJail: SandboxBackend {
             }
             try BundleBuilder.extract(job.bundle, into: workspace.home)
             let uid = try workspace.handOver()
-            let env = Self.baseEnvironment(home: workspace.home.path).merging(job.environment) { _, job in job }
+            var env = Self.baseEnvironment(home: workspace.home.path).merging(job.environment) { _, job in job }
+            if job.network == .posthog, let rules = job.egress {
+                // Without namespaces the script shares the host's network and files (.env among
+                // them): no egress policy can hold, so it runs as `host` would, and says so.
+                env["POSTHOG_AUTH"] = nil
+                env["POSTHOG_PERSONAL_API_KEY"] = rules.authorization.map { String($0.dropFirst("Bearer ".count)) }
+            }
             let outcome = try await launchWeak(argv, workspace: workspace.home.path, workingDirectory: nil, environment: env,
                                                timeout: job.timeout, outputLimit: job.outputLimit, uid: uid, runId: job.runId,
                                                killer: killer, onOutput: job.onOutput)
