@@ -473,3 +473,7 @@ int sr_kill_uid(unsigned int uid, int timeout_ms) {
     if (!WIFEXITED(status)) return EIO;
     return WEXITSTATUS(status);
 }
+
+int sr_renameat_noreplace(int old_dir, const char *old_name, int new_dir, const char *new_name) {
+    return (int)syscall(SYS_renameat2, old_dir, old_name, new_dir, new_name, 1 /* RENAME_NOREPLACE */);
+}

@@ -90,4 +90,7 @@ int sr_chown_beneath(int root_fd, const char *relative, unsigned int uid, unsign
    Returns 0 when no process of the uid remains, ETIMEDOUT when some did after timeout_ms, or an
    errno. Only for uids that nothing but one run uses. */
 int sr_kill_uid(unsigned int uid, int timeout_ms);
+/* renameat2(old_dir, old_name, new_dir, new_name, RENAME_NOREPLACE): never replaces (nor follows)
+   whatever is at the new name. 0 or -1 with errno (EEXIST when the name is taken). */
+int sr_renameat_noreplace(int old_dir, const char *old_name, int new_dir, const char *new_name);
 #endif

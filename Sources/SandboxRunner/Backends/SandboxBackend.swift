@@ -20,6 +20,9 @@ public struct SandboxJob: Sendable {
     public var outputLimit: Int
     /// Called with each chunk of output as it arrives (1 = stdout, 2 = stderr), where the backend streams.
     public var onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)?
+    /// Where the files the script leaves under `out/` go (nil: they are not collected). The backend
+    /// feeds it `run.py`'s artifact stream and reports what came of it in `SandboxOutcome.artifacts`.
+    public var artifacts: ArtifactReceiver?
 
     public init(runId: String, bundle: RunBundle, environment: [String: String], timeout: Duration, network: NetworkPolicy, outputLimit: Int) {
         self.runId = runId
@@ -37,6 +40,8 @@ public struct SandboxOutcome: Sendable {
     /// A short description of the isolation actually used ("bubblewrap", "weak").
     public var isolation: String
     public var network: NetworkPolicy
+    /// The collection of `out/`, when the job asked for it.
+    public var artifacts: ArtifactCollection?
 }
 
 /// A place to run bundles: the local jail, E2B.
