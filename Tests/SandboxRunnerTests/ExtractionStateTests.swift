@@ -49,7 +49,7 @@ struct ExtractionStateTests {
         var s: [String: JSONValue] = [
             "version": 1, "resource": "events", "filter": .object(["events": .array([])]), "previous": .string(SHA256.hex(sent)),
             "watermark": .object(["time": "2026-11-29T12:00:00.000000Z", "id": "c"]),
-            "seen": .array([.array(["2026-11-29T12:00:00.000000Z", "c"])]),
+            "seen": .array([.array(["2026-11-29T12:00:00.000000Z", "c"])]), "lookback_minutes": 15,
             "data": .object(["file": .string(dataName), "sha256": .string(SHA256.hex(Array(data.utf8))), "bytes": .int(data.utf8.count)]),
         ]
         state(&s)
@@ -83,6 +83,7 @@ struct ExtractionStateTests {
         ("a claimed pending move", "claims a pending move"),
         ("ids seen after the watermark", "malformed list of the ids seen"),
         ("a watermark in another format", "has no watermark"),
+        ("another lookback window", "has another lookback window"),
     ])
     func aForgedStateIsRefused(attack: String, refusal: String) throws {
         let tmp = ScratchDir("handed")
@@ -98,6 +99,7 @@ struct ExtractionStateTests {
             case "another extraction's state": s["filter"] = .object(["events": .array(["$pageview"])])
             case "a claimed pending move": s["pending"] = .object(["staged": "/etc/passwd", "final": "/tmp/x", "sha256": "0"])
             case "ids seen after the watermark": s["seen"] = .array([.array(["2026-11-30T00:00:00.000000Z", "d"])])
+            case "another lookback window": s["lookback_minutes"] = 1
             default: s["watermark"] = .object(["time": "2026-11-29 12:00", "id": "c"])
             }
         }

@@ -270,6 +270,9 @@ def load_state(config: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         raise ExtractError("The state file is not a version 1 extraction state; start a new one with another --state file.")
     if state.get("resource") != config["resource"] or state.get("filter") != _filter(config):
         raise ExtractError("The state file belongs to another extraction (resource or event filter); use the state file of this one.")
+    if state.get("lookback_minutes") not in (None, config["lookback_minutes"]):
+        # The ids kept are those of one window: another window would repeat or lose events.
+        raise ExtractError(f"The state was made with a {state['lookback_minutes']}-minute lookback; keep it, or start a new state file.")
     return state, hashlib.sha256(raw).hexdigest()
 
 

@@ -185,6 +185,11 @@ public struct Extraction: Sendable {
                     + "filter \(old["filter"]?.display ?? "?")); give this one its own --state file."))
             }
         }
+        if let lookback = old?["lookback_minutes"]?.intValue, lookback != settings.lookbackMinutes {
+            // The ids the state keeps are those of one window: another window would repeat or lose events.
+            return failed(RunnerError(.badInput, "The state file \(state.path) was made with a \(lookback)-minute lookback; pass "
+                + "--lookback-minutes \(lookback), or start a new --state file for another window."))
+        }
         report.watermark = old?["watermark"] ?? .null
 
         // The run: the state goes in as a bundle file; data and the new state come back as artifacts.
@@ -346,6 +351,7 @@ public struct Extraction: Sendable {
         }
         guard s["pending"] == nil || s["pending"] == .null else { throw refuse("claims a pending move") }
         if ExtractionSettings.incremental(settings.resource) {
+            guard s["lookback_minutes"]?.intValue == settings.lookbackMinutes else { throw refuse("has another lookback window") }
             guard case .object(let w)? = s["watermark"], let t = w["time"]?.stringValue, let i = w["id"]?.stringValue, isInstant(t) else {
                 throw refuse("has no watermark")
             }
