@@ -123,9 +123,19 @@ struct ExtractCommand: AsyncParsableCommand {
             finish(0)
         }
 
-        let stateFile: StateFile
-        do { stateFile = try StateFile(path: state!) } catch let e as RunnerError { setup.stop(); fail(e) }
         let runId = RunRequest.newRunId()
+        let stateFile: StateFile
+        do { stateFile = try StateFile(path: state!) } catch let e as RunnerError {
+            setup.stop()
+            if options.json {
+                var report = ExtractionReport(resource: settings.resource, runId: runId, statePath: state!)
+                report.error = e.message
+                report.errorKind = e.kind
+                FileHandle.standardOutput.write(Data((report.json.jsonText() + "\n").utf8))
+                finish(e.exitCode)
+            }
+            fail(e)
+        }
         let out = LazyDirectory(outDir: output.outDir, runId: runId)
         var extraction = Extraction(executor: setup.executor, settings: settings, state: stateFile) { try out.get() }
         extraction.limits = options.artifactLimits

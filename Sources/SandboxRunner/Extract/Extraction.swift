@@ -87,6 +87,12 @@ public struct ExtractionReport: Sendable {
     public var data: JSONValue = .null
     public var run: RunResult?
 
+    public init(resource: String, runId: String, statePath: String) {
+        self.resource = resource
+        self.runId = runId
+        self.statePath = statePath
+    }
+
     public var json: JSONValue {
         var o: [String: JSONValue] = [
             "success": .bool(success), "resource": .string(resource), "runId": .string(runId), "rows": .int(rows),
