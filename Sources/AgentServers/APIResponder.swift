@@ -3,11 +3,12 @@ import HTTPTypes
 import Hummingbird
 import MCP
 import NIOCore
+import NIOPosix
 import SandboxRunner
 
 /// The routes of `serve`, with the methods each allows (405 with `Allow` otherwise).
 enum APIRoute: Equatable {
-    case healthz, openapi, templates, template(String), runs, run(String), runEvents(String), mcp
+    case healthz, openapi, templates, template(String), runs, run(String), runEvents(String), runArtifact(String, String), mcp
 
     static func match(_ path: String) -> APIRoute? {
         let s = path.split(separator: "/").map(String.init)
@@ -20,13 +21,17 @@ enum APIRoute: Equatable {
         case 3 where s[0] == "v1" && s[1] == "templates": return .template(s[2])
         case 3 where s[0] == "v1" && s[1] == "runs": return .run(s[2])
         case 4 where s[0] == "v1" && s[1] == "runs" && s[3] == "events": return .runEvents(s[2])
+        case 5... where s[0] == "v1" && s[1] == "runs" && s[3] == "artifacts":
+            // The name is the rest of the path (it may hold directories), each component decoded.
+            let parts = s[4...].map { $0.removingPercentEncoding ?? $0 }
+            return .runArtifact(s[2], parts.joined(separator: "/"))
         default: return nil
         }
     }
 
     var methods: [HTTPRequest.Method] {
         switch self {
-        case .healthz, .openapi, .templates, .template, .runEvents: return [.get]
+        case .healthz, .openapi, .templates, .template, .runEvents, .runArtifact: return [.get]
         case .runs: return [.post]
         case .run: return [.get, .delete]
         case .mcp: return [.post, .get, .delete]
@@ -93,6 +98,7 @@ struct APIResponder: HTTPResponder {
             runId = id
             if request.method == .delete {
                 guard let doc = await server.runs.delete(id) else { return error(Self.noRun(id)) }
+                server.tools.artifacts?.remove(runId: id)
                 return json(200, doc)
             }
             guard let r = server.runs.record(id) else { return error(Self.noRun(id)) }
@@ -105,9 +111,65 @@ struct APIResponder: HTTPResponder {
                                 for await e in events { try await writer.write(ByteBuffer(string: e.sse)) }
                                 try await writer.finish(nil)
                             })
+        case .runArtifact(let id, let name):
+            runId = id
+            return artifact(request, runId: id, name: name)
         case .mcp:
             return await mcp(request)
         }
+    }
+
+    /// `GET /v1/runs/{id}/artifacts/{name}`: a file the run left in out/, while the run is retained.
+    /// Only names its result listed are served, read descriptor-relative without following links.
+    func artifact(_ request: Request, runId id: String, name: String) -> Response {
+        guard server.runs.record(id) != nil else { return error(Self.noRun(id)) }
+        guard let store = server.tools.artifacts, let file = store.open(runId: id, name: name) else {
+            return error(RunnerError(.notFound, "Run \(id.prefix(100)) has no artifact named '\(TerminalText.escape(String(name.prefix(200))))'; "
+                + "its result lists the ones it has (artifacts)."))
+        }
+        let a = file.artifact
+        var h = HTTPFields()
+        h[.contentType] = a.mediaType
+        h[.contentLength] = String(a.bytes)
+        h[.eTag] = "\"\(a.sha256)\""
+        h[.cacheControl] = "private, max-age=0"
+        h[.contentDisposition] = "attachment; filename=\"\(Self.dispositionName(a.name))\""
+        h[.xContentTypeOptions] = "nosniff"
+        h[.contentSecurityPolicy] = "sandbox; default-src 'none'"
+        let tags = request.headers[values: .ifNoneMatch].flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
+        if tags.contains("\"\(a.sha256)\"") || tags.contains("*") {
+            close(file.fd)
+            h[.contentLength] = nil
+            return Response(status: .notModified, headers: h)
+        }
+        let fd = FileBox(file.fd)
+        return Response(status: .ok, headers: h, body: ResponseBody(contentLength: a.bytes) { writer in
+            defer { fd.close() }
+            var left = a.bytes
+            while left > 0 {
+                let want = min(left, 64 * 1024)
+                let chunk = try await NIOThreadPool.singleton.runIfActive { () throws -> [UInt8] in
+                    var buffer = [UInt8](repeating: 0, count: want)
+                    while true {
+                        let n = buffer.withUnsafeMutableBytes { read(fd.fd, $0.baseAddress, $0.count) }
+                        if n < 0 && errno == EINTR { continue }
+                        guard n > 0 else { throw ArtifactReadFailure() }
+                        return Array(buffer[0..<n])
+                    }
+                }
+                left -= chunk.count
+                try await writer.write(ByteBuffer(bytes: chunk))
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    /// A name for Content-Disposition: the last component, quotes and control characters replaced.
+    static func dispositionName(_ name: String) -> String {
+        let leaf = name.split(separator: "/").last.map(String.init) ?? name
+        return String(leaf.unicodeScalars.map { s -> Character in
+            s == "\"" || s == "\\" || s.value < 0x20 || s.value == 0x7F || !s.isASCII ? "_" : Character(s)
+        })
     }
 
     static func noTemplate(_ name: String) -> RunnerError {
@@ -207,6 +269,7 @@ struct APIResponder: HTTPResponder {
         } catch {
             return self.error(RunnerError(.internalError, "The run could not be prepared: \(error)."), runId: run.runId)
         }
+        run = server.tools.collecting(run)
         if !wait {
             switch server.runs.submit(run, template: template) {
             case .failure(let e): return error(e)
@@ -231,7 +294,7 @@ struct APIResponder: HTTPResponder {
         let streams = OutputStreams(redactor: executor.redactor) { [runs = server.runs] name, text in runs.emit(record, name, text) }
         run.onOutput = { fd, chunk in streams.feed(fd, chunk) }
         server.running.add(run.runId, killer)
-        let result = await executor.run(run, killer: killer)
+        let result = server.tools.recorded(await executor.run(run, killer: killer), urls: true)
         watch.disarm()
         server.running.remove(run.runId)
         streams.flush()
@@ -306,4 +369,21 @@ struct APIResponder: HTTPResponder {
 
 extension HTTPField.Name {
     static let retryAfter = Self("Retry-After")!
+    static let xContentTypeOptions = Self("X-Content-Type-Options")!
+}
+
+struct ArtifactReadFailure: Error {}
+
+/// A descriptor closed exactly once.
+final class FileBox: @unchecked Sendable {
+    let fd: Int32
+    private let lock = NSLock()
+    private var open = true
+    init(_ fd: Int32) { self.fd = fd }
+    func close() {
+        lock.withLock {
+            if open { _ = Glibc.close(fd); open = false }
+        }
+    }
+    deinit { close() }
 }

@@ -132,6 +132,7 @@ public final class HTTPAPIServer: Sendable {
         while !Task.isCancelled {
             do { try await Task.sleep(for: .seconds(1)) } catch { return }
             runs.evict(now: .now)
+            tools.artifacts?.evict(now: .now)
             await mcp.expire(now: .now)
         }
     }
@@ -154,7 +155,7 @@ public final class HTTPAPIServer: Sendable {
         var request = job.request
         request.onOutput = { fd, chunk in streams.feed(fd, chunk) }
         running.add(record.id, record.killer)
-        let result = await tools.executor.run(request, killer: record.killer)
+        let result = tools.recorded(await tools.executor.run(request, killer: record.killer), urls: true)
         running.remove(record.id)
         streams.flush()
         gate.leave()

@@ -60,12 +60,15 @@ public struct MCPService: Sendable {
 
     static let instructions = "Each tool runs one analytics template in an isolated sandbox and answers with a result "
         + "document (success, data, error, errorKind). Read-only tools never write to PostHog. A failed call is a result "
-        + "with isError and a sentence saying what to change."
+        + "with isError and a sentence saying what to change. Files a run writes (export_events, scripts writing into out/) "
+        + "come back as resource links, readable with resources/read."
 
     /// A server whose `start` must be given `initializeHook: flag.set` (see `start`).
     func makeServer(runs: SessionRuns, initialized: InitializedFlag) async -> Server {
         let server = Server(name: "sandbox-runner", version: version, title: "sandbox-runner: PostHog analytics in a sandbox",
-                            instructions: Self.instructions, capabilities: .init(tools: .init(listChanged: false)))
+                            instructions: Self.instructions,
+                            capabilities: .init(resources: tools.artifacts == nil ? nil : .init(subscribe: false, listChanged: false),
+                                                tools: .init(listChanged: false)))
         let tools = self.tools
         let admit = self.admit, release = self.release
         await server.withMethodHandler(Discover.self) { _ in
@@ -75,6 +78,21 @@ public struct MCPService: Sendable {
                 "instructions": .string(Self.instructions),
                 "ttlMs": .int(0), "cacheScope": .string("private"), "resultType": .string("complete"),
             ])
+        }
+        if tools.artifacts != nil {
+            // The files runs left in out/: listed, and read by the URIs tool results link to.
+            await server.withMethodHandler(ListResources.self) { _ in
+                guard initialized.isSet else { throw Self.notInitialized }
+                return ListResources.Result(resources: tools.listResources())
+            }
+            await server.withMethodHandler(ReadResource.self) { params in
+                guard initialized.isSet else { throw Self.notInitialized }
+                guard let content = tools.readResource(uri: params.uri) else {
+                    throw MCPError.serverError(code: -32002, message: "Resource not found: \(params.uri.prefix(300)) is not a file a run of this "
+                        + "server kept (it may have expired), or it is over \(TemplateTools.readLimit >> 20) MiB (read it over the HTTP API).")
+                }
+                return ReadResource.Result(contents: [content])
+            }
         }
         await server.withMethodHandler(ListTools.self) { _ in
             guard initialized.isSet else { throw Self.notInitialized }

@@ -185,6 +185,24 @@ enum OpenAPIDocument {
                 "delete": op("deleteRun", "Cancel the run (its sandbox is killed) and forget it; answers its final status",
                              ok("200", "The run's final status", ref("RunStatus")), errors: ["NotFound"]),
             ]),
+            "/v1/runs/{id}/artifacts/{name}": .object([
+                "parameters": .array([runIdParam, .object([
+                    "name": "name", "in": "path", "required": true, "schema": .object(["type": "string"]),
+                    "description": "The artifact's name as the result lists it (a path under out/; / kept, the rest percent-encoded)."])]),
+                "get": op("getRunArtifact", "A file the run left in out/, while the run is retained (its result lists them under artifacts)",
+                          [
+                            "200": .object([
+                                "description": "The file's bytes. ETag is its sha256 (quoted); Content-Type comes from its name.",
+                                "headers": .object([
+                                    "ETag": .object(["schema": .object(["type": "string"]), "required": true]),
+                                    "Content-Length": .object(["schema": .object(["type": "integer", "minimum": 0]), "required": true]),
+                                ]),
+                                "content": .object(["*/*": .object(["schema": .object(["type": "string", "format": "binary"])])]),
+                            ]),
+                            "304": .object(["description": "If-None-Match named the file's ETag: unchanged."]),
+                          ],
+                          errors: ["NotFound"]),
+            ]),
             "/v1/runs/{id}/events": .object([
                 "parameters": .array([runIdParam]),
                 "get": op("getRunEvents", "The run as Server-Sent Events: state, stdout and stderr chunks as they arrive ({\"text\": …}), then result "

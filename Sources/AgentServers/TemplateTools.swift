@@ -18,8 +18,40 @@ public struct TemplateTools: Sendable {
     public static let timeoutArgument = "timeoutSeconds"
 
     public var executor: Executor
+    /// Where runs' `out/` files are kept for the agent to read (`resources/read`, the HTTP
+    /// artifacts route); nil: not collected.
+    public var artifacts: ArtifactStore?
+    public var artifactLimits = ArtifactLimits()
+    /// Files up to this size come embedded in a tool result, besides their resource link.
+    public static let embedLimit = 64 * 1024
+    /// `resources/read` answers files up to this size (larger ones: the HTTP API or the CLI).
+    public static let readLimit = 16 << 20
 
-    public init(executor: Executor) { self.executor = executor }
+    public init(executor: Executor, artifacts: ArtifactStore? = nil) {
+        self.executor = executor
+        self.artifacts = artifacts
+    }
+
+    /// Points a request's `out/` at the store (when there is one).
+    public func collecting(_ request: RunRequest) -> RunRequest {
+        guard let artifacts else { return request }
+        var r = request
+        r.artifacts = artifacts.output(forRun: r.runId, limits: artifactLimits)
+        return r
+    }
+
+    /// Registers a finished run's files with the store; the result's artifacts get their MCP
+    /// `uri` (and, for `serve`, their `url`).
+    public func recorded(_ result: RunResult, urls: Bool = false) -> RunResult {
+        guard let artifacts else { return result }
+        artifacts.record(result)
+        var r = result
+        for i in r.artifacts.indices {
+            r.artifacts[i].uri = ArtifactStore.uri(runId: r.runId, name: r.artifacts[i].name)
+            if urls { r.artifacts[i].url = "/v1/runs/\(r.runId)/artifacts/" + r.artifacts[i].urlEncodedName }
+        }
+        return r
+    }
 
     var templates: [Template] { executor.catalog.names.compactMap { try? executor.catalog.template(named: $0) } }
 
@@ -145,15 +177,25 @@ public struct TemplateTools: Sendable {
         } else {
             request = RunRequest(source: .template(name: name, inputs: args.mapValues { .json($0) }), timeout: timeout, surface: .mcp)
         }
-        return result(await executor.run(request, killer: killer))
+        return result(recorded(await executor.run(collecting(request), killer: killer)))
     }
 
-    /// The tool result for a finished (or refused) run.
+    /// The tool result for a finished (or refused) run: its artifacts as resource links (small
+    /// ones also embedded), readable with `resources/read`.
     func result(_ r: RunResult) -> CallTool.Result {
         var content: [Tool.Content] = []
         if !r.success { content.append(.text(text: r.error ?? "The run failed.", annotations: nil, _meta: nil)) }
         let text = r.jsonText(pretty: false)
         content.append(.text(text: text, annotations: nil, _meta: nil))
+        for a in r.artifacts {
+            guard let uri = a.uri else { continue }
+            content.append(.resourceLink(uri: uri, name: a.name, title: nil,
+                                         description: "\(a.bytes) bytes, sha256 \(a.sha256); a file the run left in out/.",
+                                         mimeType: a.mediaType, annotations: nil))
+            if a.bytes <= Self.embedLimit, let embedded = readResource(uri: uri) {
+                content.append(.resource(resource: embedded, annotations: nil, _meta: nil))
+            }
+        }
         let structured: Value? = value(JSONValue.parse(Data(text.utf8)) ?? .null)
         return CallTool.Result(content: content, structuredContent: structured, isError: !r.success)
     }
@@ -169,5 +211,43 @@ public struct TemplateTools: Sendable {
     func jsonValue(_ v: Value) -> JSONValue? {
         guard let data = try? JSONEncoder().encode(v) else { return nil }
         return JSONValue.parse(data)
+    }
+}
+
+extension TemplateTools {
+    /// The contents of an artifact's URI (text for text types, else base64), or nil when the store
+    /// has no such file or it is over `readLimit`.
+    func readResource(uri: String) -> Resource.Content? {
+        guard let store = artifacts, let (runId, name) = ArtifactStore.parse(uri: uri),
+              let file = store.open(runId: runId, name: name) else { return nil }
+        defer { close(file.fd) }
+        guard file.artifact.bytes <= Self.readLimit else { return nil }
+        var data = Data(count: file.artifact.bytes)
+        let complete = data.withUnsafeMutableBytes { raw -> Bool in
+            var offset = 0
+            while offset < raw.count {
+                let n = read(file.fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return false }
+                offset += n
+            }
+            return true
+        }
+        guard complete, SHA256.hex(data) == file.artifact.sha256 else { return nil }
+        if file.artifact.isText, let text = String(data: data, encoding: .utf8) {
+            return .text(text, uri: uri, mimeType: file.artifact.mediaType)
+        }
+        return .binary(data, uri: uri, mimeType: file.artifact.mediaType)
+    }
+
+    /// `resources/list`: every retained artifact.
+    func listResources() -> [Resource] {
+        guard let store = artifacts else { return [] }
+        return store.all().flatMap { run in
+            run.artifacts.map { a in
+                Resource(name: a.name, uri: ArtifactStore.uri(runId: run.runId, name: a.name),
+                         description: "A file run \(run.runId) left in out/ (sha256 \(a.sha256)).", mimeType: a.mediaType, size: a.bytes)
+            }
+        }
     }
 }

@@ -482,3 +482,84 @@ int sr_kill_uid(unsigned int uid, int timeout_ms) {
     if (!WIFEXITED(status)) return EIO;
     return WEXITSTATUS(status);
 }
+
+int sr_renameat_noreplace(int old_dir, const char *old_name, int new_dir, const char *new_name) {
+    return (int)syscall(SYS_renameat2, old_dir, old_name, new_dir, new_name, 1 /* RENAME_NOREPLACE */);
+}
+
+static const unsigned int sr_sha256_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+#define SR_ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sr_sha256_block(sr_sha256_ctx *c, const unsigned char *p) {
+    unsigned int w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = (unsigned int)p[i * 4] << 24 | (unsigned int)p[i * 4 + 1] << 16 | (unsigned int)p[i * 4 + 2] << 8 | p[i * 4 + 3];
+    for (int i = 16; i < 64; i++) {
+        unsigned int s0 = SR_ROTR(w[i - 15], 7) ^ SR_ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        unsigned int s1 = SR_ROTR(w[i - 2], 17) ^ SR_ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    unsigned int a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], e = c->h[4], f = c->h[5], g = c->h[6], h = c->h[7];
+    for (int i = 0; i < 64; i++) {
+        unsigned int t1 = h + (SR_ROTR(e, 6) ^ SR_ROTR(e, 11) ^ SR_ROTR(e, 25)) + ((e & f) ^ (~e & g)) + sr_sha256_k[i] + w[i];
+        unsigned int t2 = (SR_ROTR(a, 2) ^ SR_ROTR(a, 13) ^ SR_ROTR(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
+        h = g; g = f; f = e; e = d + t1; d = cc; cc = b; b = a; a = t1 + t2;
+    }
+    c->h[0] += a; c->h[1] += b; c->h[2] += cc; c->h[3] += d; c->h[4] += e; c->h[5] += f; c->h[6] += g; c->h[7] += h;
+}
+
+void sr_sha256_init(sr_sha256_ctx *c) {
+    static const unsigned int iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(c->h, iv, sizeof iv);
+    c->length = 0;
+    c->used = 0;
+}
+
+void sr_sha256_update(sr_sha256_ctx *c, const void *data, size_t len) {
+    const unsigned char *p = data;
+    c->length += len;
+    if (c->used) {
+        size_t take = 64 - c->used < len ? 64 - c->used : len;
+        memcpy(c->block + c->used, p, take);
+        c->used += (unsigned int)take;
+        p += take;
+        len -= take;
+        if (c->used < 64) return;
+        sr_sha256_block(c, c->block);
+        c->used = 0;
+    }
+    while (len >= 64) {
+        sr_sha256_block(c, p);
+        p += 64;
+        len -= 64;
+    }
+    memcpy(c->block, p, len);
+    c->used = (unsigned int)len;
+}
+
+void sr_sha256_final(sr_sha256_ctx *c, unsigned char out[32]) {
+    unsigned long long bits = c->length * 8;
+    unsigned char pad = 0x80;
+    sr_sha256_update(c, &pad, 1);
+    unsigned char zero = 0;
+    while (c->used != 56) sr_sha256_update(c, &zero, 1);
+    unsigned char len[8];
+    for (int i = 0; i < 8; i++) len[i] = (unsigned char)(bits >> (56 - 8 * i));
+    sr_sha256_update(c, len, 8);
+    for (int i = 0; i < 8; i++) {
+        out[i * 4] = (unsigned char)(c->h[i] >> 24);
+        out[i * 4 + 1] = (unsigned char)(c->h[i] >> 16);
+        out[i * 4 + 2] = (unsigned char)(c->h[i] >> 8);
+        out[i * 4 + 3] = (unsigned char)c->h[i];
+    }
+}

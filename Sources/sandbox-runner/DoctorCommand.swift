@@ -10,6 +10,7 @@ struct DoctorCommand: AsyncParsableCommand {
     )
 
     @Flag(help: "Print JSON for machines.") var json = false
+    @Option(help: ArgumentHelp("Seconds PostHog gets to answer each check.", valueName: "seconds")) var timeout = 5
     @OptionGroup var catalogOptions: CatalogOptions
     @Option(help: .hidden) var printBubblewrapArguments: String?
 
@@ -61,8 +62,11 @@ struct DoctorCommand: AsyncParsableCommand {
         let haveCreds = env["POSTHOG_PERSONAL_API_KEY"].map { !$0.isEmpty } ?? false
         checks.append(Check(name: "posthog credentials", ok: true,
                             detail: creds.map(masked).joined(separator: ", ") + (haveCreds ? "" : " (use --demo to run without an account)")))
-        if haveCreds, let url = env["POSTHOG_API_URL"], !url.isEmpty {
-            checks.append(Self.reachability(url: url, env: env))
+        // PostHog itself, with a problem category (auth, permission, network, timeout, unknown).
+        let posthog = PostHogDiagnosis.check(environment: env, timeout: .seconds(max(1, min(timeout, 120))))
+        if haveCreds {
+            checks.append(Check(name: "posthog reachability", ok: posthog.ok,
+                                detail: posthog.category.map { "\($0.rawValue): " + posthog.message } ?? posthog.message))
         }
         if let key = env["E2B_API_KEY"], !key.isEmpty {
             checks.append(Self.e2bReachability(env: env))
@@ -78,7 +82,9 @@ struct DoctorCommand: AsyncParsableCommand {
         if json {
             printJSON(["isolation": JSONValue.string(usable ? "bubblewrap" : "unavailable"),
                        "network": .string(NetworkPolicy.posthog.rawValue),
-                       "checks": .array(checks.map { .object(["name": .string($0.name), "ok": .bool($0.ok), "detail": .string($0.detail)]) })],
+                       "checks": .array(checks.map { .object(["name": .string($0.name), "ok": .bool($0.ok),
+                                                              "detail": .string(context.redactor.redact($0.detail))]) }),
+                       "posthog": posthog.json],
                       pretty: true)
         } else {
             for c in checks { print("\(c.ok ? "ok  " : "FAIL") \(c.name): \(TerminalText.escape(context.redactor.redact(c.detail)))") }
@@ -159,24 +165,6 @@ struct DoctorCommand: AsyncParsableCommand {
             }
         } catch {
             return Check(name: "e2b", ok: false, detail: "\(error)")
-        }
-    }
-
-    static func reachability(url: String, env: [String: String]) -> Check {
-        let project = env["POSTHOG_PROJECT_ID"].flatMap { $0.isEmpty ? nil : $0 } ?? "@current"
-        let target = url.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/api/projects/\(project)/"
-        do {
-            let r = try CurlHTTPClient.request(url: target, headers: ["Authorization": "Bearer \(env["POSTHOG_PERSONAL_API_KEY"] ?? "")"],
-                                               timeout: .seconds(8))
-            switch r.status {
-            case 200: return Check(name: "posthog reachability", ok: true, detail: "\(url) answered; the key can read project \(project)")
-            case 401: return Check(name: "posthog reachability", ok: false, detail: "\(url) refused the personal API key (401): check POSTHOG_PERSONAL_API_KEY")
-            case 403: return Check(name: "posthog reachability", ok: false, detail: "the key has no access to project \(project) (403)")
-            case 404: return Check(name: "posthog reachability", ok: false, detail: "project \(project) not found at \(url) (404): check POSTHOG_PROJECT_ID")
-            default: return Check(name: "posthog reachability", ok: false, detail: "\(url) answered HTTP \(r.status)")
-            }
-        } catch {
-            return Check(name: "posthog reachability", ok: false, detail: "\(error)")
         }
     }
 }

@@ -14,6 +14,10 @@ struct MCPCommand: AsyncParsableCommand {
     @Flag(help: "Allow --network host (every agent's script then gets the host's network and the personal API key).") var allowHostNetwork = false
     @OptionGroup var options: RunOptions
     @OptionGroup var catalogOptions: CatalogOptions
+    @Option(help: ArgumentHelp("Where runs' out/ files are kept for the session (default: a fresh private directory, removed at exit).",
+                               valueName: "dir")) var artifactsDir: String?
+    @Option(help: ArgumentHelp("Seconds a run's out/ files stay readable (resources/read).", valueName: "seconds"))
+    var artifactsRetention = 3600
 
     func run() async throws {
         let context = try Context.load()
@@ -23,6 +27,12 @@ struct MCPCommand: AsyncParsableCommand {
         defer { setup.stop() }
         let executor = setup.executor
         FileHandle.standardError.write(Data("sandbox-runner mcp: \(catalog.names.count) templates on stdio\(options.demo ? " (demo data)" : "")\n".utf8))
-        try await MCPStdioServer(tools: TemplateTools(executor: executor), version: SandboxRunnerCommand.configuration.version).run()
+        guard (1...604_800).contains(artifactsRetention) else { fail(RunnerError(.badInput, "--artifacts-retention must be 1 to 604800 seconds.")) }
+        let store: ArtifactStore
+        do { store = try ArtifactStore(directory: artifactsDir, retention: .seconds(artifactsRetention)) } catch let e as RunnerError { fail(e) }
+        defer { store.close() }
+        var tools = TemplateTools(executor: executor, artifacts: store)
+        tools.artifactLimits = options.artifactLimits
+        try await MCPStdioServer(tools: tools, version: SandboxRunnerCommand.configuration.version).run()
     }
 }

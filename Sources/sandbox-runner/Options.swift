@@ -49,6 +49,12 @@ struct RunOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Bytes kept of stdout and of stderr each; the rest is counted and dropped.", valueName: "bytes"))
     var outputLimit: Int = 1 << 20
 
+    @Option(help: ArgumentHelp("Files a run may leave under out/ at most; past it the run fails.", valueName: "N"))
+    var maxArtifacts: Int = 100
+
+    @Option(help: ArgumentHelp("Bytes of all the files a run leaves under out/ at most; past it the run fails.", valueName: "bytes"))
+    var maxArtifactBytes: Int = 256 << 20
+
     func validate() throws {
         guard ["local", "e2b"].contains(backend) else {
             throw ValidationError("Unknown backend '\(backend)'. Available: local, e2b.")
@@ -57,6 +63,15 @@ struct RunOptions: ParsableArguments {
         if let t = timeout, !(1...3600).contains(t) { throw ValidationError("--timeout must be between 1 and 3600 seconds.") }
         guard (64...65536).contains(memory) else { throw ValidationError("--memory must be between 64 and 65536 MiB.") }
         guard (1024...(256 << 20)).contains(outputLimit) else { throw ValidationError("--output-limit must be between 1 KiB and 256 MiB.") }
+        guard (0...10_000).contains(maxArtifacts) else { throw ValidationError("--max-artifacts must be between 0 and 10000.") }
+        guard (0...(64 << 30)).contains(maxArtifactBytes) else { throw ValidationError("--max-artifact-bytes must be between 0 and 64 GiB.") }
+    }
+
+    var artifactLimits: ArtifactLimits {
+        var l = ArtifactLimits()
+        l.maxCount = maxArtifacts
+        l.maxTotalBytes = maxArtifactBytes
+        return l
     }
 
     func backend(_ context: Context) throws -> any SandboxBackend {
@@ -147,5 +162,22 @@ struct RunSetup {
     func stop() {
         stopBackend(backend)
         demo?.stop()
+    }
+}
+
+/// Where a CLI run's `out/` files go.
+struct OutputDirectoryOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Where the files the script leaves under out/ are written (default ./sandbox-runner-out/<run-id>/, "
+        + "made only when there are files).", valueName: "dir"))
+    var outDir: String?
+
+    /// The run's output: `--out-dir` (made when missing; the last component never a link), else
+    /// `./sandbox-runner-out/<run-id>/` (new).
+    func output(runId: String, limits: ArtifactLimits) -> ArtifactOutput {
+        let dir = outDir
+        return ArtifactOutput(limits: limits) {
+            if let dir { return try ArtifactDirectory.open(dir) }
+            return try ArtifactDirectory.openDefault(runId: runId)
+        }
     }
 }

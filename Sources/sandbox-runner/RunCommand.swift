@@ -19,6 +19,7 @@ struct RunCommand: AsyncParsableCommand {
     var variablesJSON: String?
 
     @OptionGroup var options: RunOptions
+    @OptionGroup var output: OutputDirectoryOptions
     @OptionGroup var catalogOptions: CatalogOptions
 
     func parsedInputs() throws -> [String: VariableInput] {
@@ -43,8 +44,9 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let context = try Context.load()
         let catalog = catalogOptions.catalog(context)
-        let request = RunRequest(source: .template(name: name, inputs: try parsedInputs()), timeout: options.timeoutDuration)
-        await performRun(request, options: options, catalog: catalog, context: context)
+        var request = RunRequest(source: .template(name: name, inputs: try parsedInputs()), timeout: options.timeoutDuration)
+        request.artifacts = output.output(runId: request.runId, limits: options.artifactLimits)
+        await performRun(request, options: options, catalog: catalog, context: context, output: output)
     }
 }
 
@@ -62,6 +64,7 @@ struct ExecCommand: AsyncParsableCommand {
     var `repeat`: Int = 1
 
     @OptionGroup var options: RunOptions
+    @OptionGroup var output: OutputDirectoryOptions
 
     func run() async throws {
         let context = try Context.load()
@@ -76,10 +79,12 @@ struct ExecCommand: AsyncParsableCommand {
         }
         // The script's own network (--network): posthog with --demo, else none.
         let net = options.network ?? (options.demo ? .posthog : NetworkPolicy.none)
-        let request = RunRequest(source: .script(source: source, label: URL(fileURLWithPath: file).lastPathComponent),
+        var request = RunRequest(source: .script(source: source, label: URL(fileURLWithPath: file).lastPathComponent),
                                  timeout: options.timeoutDuration, network: net)
+        request.artifacts = output.output(runId: request.runId, limits: options.artifactLimits)
         guard (1...1000).contains(`repeat`) else { fail(RunnerError(.badInput, "--repeat must be between 1 and 1000.")) }
-        await performRun(request, options: options, catalog: TemplateCatalog(builtIn: nil), context: context, repeat: `repeat`)
+        await performRun(request, options: options, catalog: TemplateCatalog(builtIn: nil), context: context, repeat: `repeat`,
+                         output: output)
     }
 }
 

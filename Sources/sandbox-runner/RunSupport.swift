@@ -5,7 +5,8 @@ import SandboxRunner
 
 /// Runs one request the way every CLI verb does: optional demo server, SIGINT/SIGTERM kill the
 /// sandbox, the result document on stdout, the exit status from the result.
-func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCatalog, context: Context, repeat times: Int = 1) async -> Never {
+func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCatalog, context: Context, repeat times: Int = 1,
+                output: OutputDirectoryOptions? = nil) async -> Never {
     let assembler: BundleAssembler
     do { assembler = try BundleAssembler(sandboxDirectory: context.locator.sandboxDirectory) } catch let e as RunnerError { fail(e) } catch { fail(RunnerError(.internalError, "\(error)")) }
 
@@ -41,7 +42,7 @@ func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCat
         src.resume()
         return src
     }
-    var result = await executor.run(request, killer: killer)
+    var result = withPaths(await executor.run(request, killer: killer), request)
     var worst = result
     if times > 1 {
         // Repeated runs share the backend (a warm E2B pool is reused): one result per line.
@@ -49,7 +50,8 @@ func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCat
         for _ in 1..<times where !killer.cancelled {
             var again = request
             again.runId = RunRequest.newRunId()
-            result = await executor.run(again, killer: killer)
+            again.artifacts = output?.output(runId: again.runId, limits: options.artifactLimits)
+            result = withPaths(await executor.run(again, killer: killer), again)
             FileHandle.standardOutput.write(Data((result.jsonText(pretty: false) + "\n").utf8))
             if !result.success && worst.success { worst = result }
         }
@@ -78,9 +80,25 @@ func emit(_ result: RunResult, json: Bool) -> Never {
     finish(result.exitStatus)
 }
 
+/// The result with each artifact's host path (the CLI's own field).
+func withPaths(_ result: RunResult, _ request: RunRequest) -> RunResult {
+    guard let dir = request.artifacts?.openedDirectory, !result.artifacts.isEmpty else { return result }
+    var r = result
+    for i in r.artifacts.indices { r.artifacts[i].path = dir.path + "/" + r.artifacts[i].name }
+    return r
+}
+
 func write(_ result: RunResult, json: Bool) {
     let text = json ? result.jsonText(pretty: false) : TerminalText.escapeJSON(result.jsonText(pretty: true))
     FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    if !json && !result.artifacts.isEmpty {
+        // For a person: where the files went, on stderr (stdout stays the document).
+        var lines = "artifacts: \(result.artifacts.count) file\(result.artifacts.count == 1 ? "" : "s")\n"
+        for a in result.artifacts {
+            lines += "  \(TerminalText.escape(a.path ?? a.name))  (\(a.bytes) bytes, sha256 \(a.sha256.prefix(12))…)\n"
+        }
+        FileHandle.standardError.write(Data(lines.utf8))
+    }
     if !result.success, let error = result.error, !json {
         FileHandle.standardError.write(Data("error: \(TerminalText.escape(error))\n".utf8))
     }

@@ -12,7 +12,7 @@ struct SandboxRunnerCommand: AsyncParsableCommand {
         124 the run hit its timeout. Settings come from the environment and from .env in the working directory.
         """,
         version: "0.1.0",
-        subcommands: [ListCommand.self, ShowCommand.self, RunCommand.self, ExecCommand.self, DoctorCommand.self,
+        subcommands: [ListCommand.self, ShowCommand.self, RunCommand.self, ExecCommand.self, ExtractCommand.self, DoctorCommand.self,
                       PostHogLocalCommand.self, SmokeCommand.self, E2BLocalCommand.self, MCPCommand.self, ServeCommand.self,
                       EgressProxyCommand.self]
     )

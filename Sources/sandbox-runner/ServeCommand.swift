@@ -26,6 +26,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Finished async runs kept at most.", valueName: "N")) var maxRetained = 256
     @Option(help: ArgumentHelp("MCP sessions over HTTP at most.", valueName: "N")) var maxMcpSessions = 64
     @Flag(help: "Allow --network host (every agent's script then gets the host's network and the personal API key).") var allowHostNetwork = false
+    @Option(help: ArgumentHelp("Where runs' out/ files are kept for --retention seconds (default: a fresh private directory, removed at exit).",
+                               valueName: "dir")) var artifactsDir: String?
     @OptionGroup var options: RunOptions
     @OptionGroup var catalogOptions: CatalogOptions
 
@@ -71,7 +73,12 @@ struct ServeCommand: AsyncParsableCommand {
         config.maxRetainedRuns = maxRetained
         config.maxMCPSessions = maxMcpSessions
         config.version = SandboxRunnerCommand.configuration.version
-        let server = HTTPAPIServer(config: config, tools: TemplateTools(executor: executor))
+        let store: ArtifactStore
+        do { store = try ArtifactStore(directory: artifactsDir, retention: .seconds(retention)) } catch let e as RunnerError { fail(e) }
+        defer { store.close() }
+        var tools = TemplateTools(executor: executor, artifacts: store)
+        tools.artifactLimits = options.artifactLimits
+        let server = HTTPAPIServer(config: config, tools: tools)
         try await server.run { url in
             FileHandle.standardOutput.write(Data("serve listening on \(url)\n".utf8))
             FileHandle.standardOutput.write(Data("auth: \(token == nil ? "none (loopback only)" : "bearer token from SANDBOX_RUNNER_TOKEN")\n".utf8))

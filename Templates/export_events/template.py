@@ -8,6 +8,7 @@ START = {{ start }}
 END = {{ end }}
 EVENT_NAMES = {{ event_names }}
 FORMAT = {{ format }}
+GZIP = {{ gzip }}
 COLUMNS = ["uuid", "event", "distinct_id", "timestamp", "properties"]
 
 
@@ -21,28 +22,55 @@ def instant(text):
 if instant(START) >= instant(END):  # compared as instants: fractions of a second count
     raise SystemExit("sandbox-runner-error: start must be before end.")
 
-path = "events." + FORMAT
+# Files under out/ come back to the operator as the run's artifacts.
+artifact = "events." + FORMAT + (".gz" if GZIP else "")
+path = "out/" + artifact
 
 
-class Sink:
-    """The output file (in the working directory, the sandbox's workspace), written as UTF-8 bytes
-    and hashed on the way: no second read, nothing held in memory but the current page."""
+class Hashed:
+    """The file's bytes as they go to disk (compressed, with gzip), hashed and counted on the way:
+    no second read, nothing held in memory but the current page."""
 
     def __init__(self, f):
         self.f, self.size, self.digest = f, 0, hashlib.sha256()
 
-    def write(self, text):
-        data = text.encode("utf-8")
+    def write(self, data):
         self.digest.update(data)
         self.size += len(data)
-        self.f.write(data)
+        return self.f.write(data)
+
+    def flush(self):
+        self.f.flush()
 
 
+class Sink:
+    """Text in, UTF-8 (gzip-compressed when asked; mtime 0, so the same rows give the same bytes) out."""
+
+    def __init__(self, hashed):
+        self.hashed = hashed
+        self.out = hashed
+        if GZIP:
+            import gzip
+
+            self.out = gzip.GzipFile(filename="", mode="wb", fileobj=hashed, mtime=0)
+
+    def write(self, text):
+        self.out.write(text.encode("utf-8"))
+
+    def close(self):
+        if self.out is not self.hashed:
+            self.out.close()
+
+
+import os  # noqa: E402
+
+os.makedirs("out", exist_ok=True)
 rows = 0
 by_event = {}
 with PostHogClient() as client, open(path, "wb") as f:
     clock = client.get_time_settings()
-    sink = Sink(f)
+    hashed = Hashed(f)
+    sink = Sink(hashed)
     if FORMAT == "csv":
         import csv
 
@@ -58,15 +86,18 @@ with PostHogClient() as client, open(path, "wb") as f:
             writer.writerow([event[c] for c in COLUMNS])
         else:
             sink.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+    sink.close()
 
 emit({
     "rows": rows,
     "by_event": dict(sorted(by_event.items())),
     "format": FORMAT,
+    "gzip": GZIP,
+    "artifact": artifact,
     "file": path,
-    "bytes": sink.size,
-    "sha256": sink.digest.hexdigest(),
+    "bytes": hashed.size,
+    "sha256": hashed.digest.hexdigest(),
     "timezone": clock["timezone"],
     "week_start": clock["week_start"],
-    "parameters": {"start": START, "end": END, "event_names": EVENT_NAMES, "format": FORMAT},
+    "parameters": {"start": START, "end": END, "event_names": EVENT_NAMES, "format": FORMAT, "gzip": GZIP},
 })

@@ -40,11 +40,20 @@ def test_openapi_document_is_valid_and_complete():
         assert proc.wait(timeout=30) == 0
 
 
-def test_schemathesis_finds_nothing():
-    proc, url = start("--demo", "--max-concurrent", "4", "--queue", "64", stderr=subprocess.DEVNULL)
+def test_schemathesis_finds_nothing(tmp_path):
+    proc, url = start("--demo", "--max-concurrent", "4", "--queue", "64", "--max-retained", "100000", stderr=subprocess.DEVNULL)
     try:
+        # A run with a file in out/, so that the artifact route is tested on a file that exists
+        # (schemathesis cannot make one: its runs' ids are not known before they run).
+        run = requests.post(f"{url}/v1/runs", json={"script": "import os\nos.makedirs('out')\nopen('out/probe.txt','w').write('probe')\n"},
+                            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120).json()
+        assert run["artifacts"][0]["name"] == "probe.txt", run
+        config = tmp_path / "schemathesis.toml"
+        config.write_text('[[operations]]\ninclude-name = "GET /v1/runs/{id}/artifacts/{name}"\n'
+                          f'parameters = {{ "path.id" = "{run["runId"]}", "path.name" = "probe.txt" }}\n')
         st = ROOT / ".venv" / "bin" / "st"
-        out = subprocess.run([str(st), "run", f"{url}/openapi.json", "--checks", "all", "-H", f"Authorization: Bearer {TOKEN}",
+        out = subprocess.run([str(st), "--config-file", str(config), "run", f"{url}/openapi.json", "--checks", "all",
+                              "-H", f"Authorization: Bearer {TOKEN}",
                               "--max-examples", "10", "--seed", "1", "--no-shrink", "--request-timeout", "60",
                               "--output-truncate", "true"], capture_output=True, text=True, timeout=900)
         assert out.returncode == 0, out.stdout[-6000:]

@@ -14,8 +14,8 @@ datetime variables with fractions of a second.
 
 Checks that need to look at the server after a run (how many API calls a template made, the members
 of the cohort it created) run the same CLI against our own posthog-local: `--demo` servers are gone
-when the run ends. The export's file, which stays in the sandbox's workspace, is checked by running
-the rendered template directly.
+when the run ends. The export's file is checked as the operator gets it back: the run's artifact,
+in --out-dir, with the size and sha256 the answer names.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import json
 import re
 import shutil
 import subprocess
-import sys
+import tempfile
 import uuid
 from typing import Any
 
@@ -85,6 +85,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("export_events", {"start": "2026-10-25T00:00:00Z", "end": "2026-10-27T00:00:00Z"}),
     ("export_events", {"start": "2026-10-01T00:00:00Z", "end": "2026-10-08T00:00:00Z",
                        "event_names": ["signed_up", "$pageview"], "format": "csv"}),
+    ("export_events", {"start": "2026-10-25T00:00:00Z", "end": "2026-10-27T00:00:00Z", "gzip": True}),
 ]
 # The New York project: every template again, in America/New_York with Sunday weeks.
 NEW_YORK_CASES: list[tuple[str, dict[str, Any]]] = [
@@ -139,12 +140,25 @@ def run(name: str, variables: dict[str, Any], server: Server | None = None, proj
         ok: bool = True) -> dict[str, Any]:
     """The result document of `sandbox-runner run NAME` (--demo, or against `server`'s project), checked
     for success; its `data` is checked against the manifest's output schema."""
-    args = [BINARY, "run", name, "--json", "--vars-json", json.dumps(variables)]
-    if server is None:
-        out = subprocess.run(args + ["--demo"], capture_output=True, text=True, timeout=300)
-    else:
-        out = subprocess.run(args, capture_output=True, text=True, timeout=300, env=server.env(project), cwd="/")
-    doc = json.loads(out.stdout)
+    out_dir = tempfile.mkdtemp(prefix="sandbox-runner-template-test-")
+    args = [BINARY, "run", name, "--json", "--vars-json", json.dumps(variables), "--out-dir", out_dir]
+    try:
+        if server is None:
+            out = subprocess.run(args + ["--demo"], capture_output=True, text=True, timeout=300)
+        else:
+            out = subprocess.run(args, capture_output=True, text=True, timeout=300, env=server.env(project), cwd="/")
+        doc = json.loads(out.stdout)
+        if ok and doc["success"] and name == "export_events":
+            # The answer points at the file the operator got back: same name, size and sha256.
+            data = doc["data"]
+            [artifact] = doc["artifacts"]
+            assert (artifact["name"], artifact["bytes"], artifact["sha256"]) == (data["artifact"], data["bytes"], data["sha256"])
+            raw = open(artifact["path"], "rb").read()
+            assert hashlib.sha256(raw).hexdigest() == data["sha256"] and artifact["path"] == f"{out_dir}/{data['artifact']}"
+        elif ok and doc["success"]:
+            assert doc["artifacts"] == [], f"{name} left files in out/"
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
     if not ok:
         return doc
     assert doc["success"], f"{name} failed: {doc['error']}\n{doc['stderr'][-2000:]}"
@@ -233,7 +247,9 @@ def compare_with_truth(dataset, name: str, variables: dict[str, Any], data: dict
         # The server assigns the id; the persons added are the lapsed users, all resolvable.
         assert isinstance(data.pop("cohort_id"), int) and expected.pop("cohort_id") is None
     if name == "export_events":
-        assert data.pop("file") == "events." + variables.get("format", "jsonl")
+        name_ = "events." + variables.get("format", "jsonl") + (".gz" if variables.get("gzip") else "")
+        assert data.pop("artifact") == name_ and data.pop("file") == "out/" + name_
+        assert data.pop("gzip") is bool(variables.get("gzip"))
         assert data.pop("bytes") > 0 and re.fullmatch(r"[0-9a-f]{64}", data.pop("sha256"))
     same(data, expected, name)
 
@@ -536,26 +552,30 @@ def test_injection_through_a_variable_is_refused():
 
 # --- the export's file ----------------------------------------------------------------------------
 
-def render(name: str, variables: dict[str, Any]) -> str:
-    """The template with its markers replaced by Python literals (as the renderer does, for the
-    plain values used here)."""
-    spec = {v["name"]: v for v in manifest(name)["variables"]}
-    values = {k: v.get("default") for k, v in spec.items()} | variables
-    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: repr(values[m.group(1)]), (TEMPLATES_DIR / name / "template.py").read_text())
-
-
-@pytest.mark.parametrize("fmt,names", [("jsonl", []), ("csv", ["report_exported", "signed_up"])])
-def test_export_file_holds_the_window_in_order(server, dataset, tmp_path, fmt, names):
+@pytest.mark.parametrize("fmt,names,gz", [("jsonl", [], False), ("csv", ["report_exported", "signed_up"], False),
+                                          ("jsonl", [], True)])
+def test_export_file_holds_the_window_in_order(server, dataset, tmp_path, fmt, names, gz):
+    """The file as the operator gets it back (the run's artifact, in --out-dir)."""
     start, end = "2026-10-18T06:00:00Z", "2026-10-23T18:30:00Z"
-    (tmp_path / "template.py").write_text(render("export_events", {"start": start, "end": end, "event_names": names,
-                                                                  "format": fmt}))
-    out = subprocess.run([sys.executable, "template.py"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                         env=server.env() | {"PYTHONPATH": str(ROOT / "sandbox")})
-    assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
-    path = tmp_path / data["file"]
+    out = subprocess.run([BINARY, "run", "export_events", "--json", "--out-dir", str(tmp_path / "got"), "--vars-json",
+                          json.dumps({"start": start, "end": end, "event_names": names, "format": fmt, "gzip": gz})],
+                         capture_output=True, text=True, timeout=300, env=server.env(), cwd="/")
+    doc = json.loads(out.stdout)
+    assert out.returncode == 0 and doc["success"], doc["error"]
+    data = doc["data"]
+    [artifact] = doc["artifacts"]
+    path = tmp_path / "got" / data["artifact"]
+    assert artifact["path"] == str(path)
     raw = path.read_bytes()
-    assert data["bytes"] == len(raw) and data["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert data["bytes"] == artifact["bytes"] == len(raw)
+    assert data["sha256"] == artifact["sha256"] == hashlib.sha256(raw).hexdigest()
+    if gz:
+        import gzip
+
+        assert raw[:2] == b"\x1f\x8b" and artifact["mediaType"] == "application/gzip"
+        path = tmp_path / "plain"
+        path.write_bytes(gzip.decompress(raw))
+        raw = path.read_bytes()
 
     lo, hi = to_ms(parse_iso(start)), to_ms(parse_iso(end))
     expected = [e for e in dataset.events if lo <= e.ts < hi and (not names or e.event in names)]

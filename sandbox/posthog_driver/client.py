@@ -476,14 +476,17 @@ class PostHogClient:
                                   parse_properties and "properties" in names)
 
     def _export_pages(self, select: str, values: dict[str, Any], names: list[str], start_us: int, end_us: int,
-                      page_size: int, parse_properties: bool) -> Iterator[dict[str, Any]]:
+                      page_size: int, parse_properties: bool, time_key: str = "timestamp",
+                      id_key: str = "toString(uuid)") -> Iterator[dict[str, Any]]:
+        """`select` ends with `time_key, id_key` after the named columns; rows come ordered by
+        them. The keys are trusted text (extract.py pages persons by created_at, toString(id))."""
         import json
 
         width = len(names)
-        head = select + " AND timestamp >= toDateTime({slice_start}) AND timestamp < toDateTime({slice_end})"
-        seek = (" AND timestamp >= toDateTime({cursor_ts}) AND (timestamp > toDateTime({cursor_ts})"
-                " OR toString(uuid) > {cursor_uuid})")
-        tail = f" ORDER BY timestamp ASC, toString(uuid) ASC LIMIT {int(page_size)}"
+        head = select + f" AND {time_key} >= toDateTime({{slice_start}}) AND {time_key} < toDateTime({{slice_end}})"
+        seek = (f" AND {time_key} >= toDateTime({{cursor_ts}}) AND ({time_key} > toDateTime({{cursor_ts}})"
+                f" OR {id_key} > {{cursor_uuid}})")
+        tail = f" ORDER BY {time_key} ASC, {id_key} ASC LIMIT {int(page_size)}"
         lo, hi = start_us, end_us  # the current slice [lo, hi)
         span: int | None = None  # microseconds per slice, once a full page has shown the density
         cursor: tuple[Any, Any] | None = None

@@ -93,4 +93,19 @@ int sr_chown_beneath(int root_fd, const char *relative, unsigned int uid, unsign
    Returns 0 when no process of the uid remains, ETIMEDOUT when some did after timeout_ms, or an
    errno. Only for uids that nothing but one run uses. */
 int sr_kill_uid(unsigned int uid, int timeout_ms);
+/* renameat2(old_dir, old_name, new_dir, new_name, RENAME_NOREPLACE): never replaces (nor follows)
+   whatever is at the new name. 0 or -1 with errno (EEXIST when the name is taken). */
+int sr_renameat_noreplace(int old_dir, const char *old_name, int new_dir, const char *new_name);
+
+/* SHA-256 (FIPS 180-4), incremental: what artifacts and bundles are named and checked by. */
+typedef struct {
+    unsigned int h[8];
+    unsigned char block[64];
+    unsigned long long length; /* bytes so far */
+    unsigned int used;         /* bytes in block */
+} sr_sha256_ctx;
+void sr_sha256_init(sr_sha256_ctx *ctx);
+void sr_sha256_update(sr_sha256_ctx *ctx, const void *data, size_t len);
+/* Writes the 32-byte digest; the context must be initialised again before reuse. */
+void sr_sha256_final(sr_sha256_ctx *ctx, unsigned char out[32]);
 #endif

@@ -28,6 +28,9 @@ public struct SandboxJob: Sendable {
     public var outputLimit: Int
     /// Called with each chunk of output as it arrives (1 = stdout, 2 = stderr), where the backend streams.
     public var onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)?
+    /// Where the files the script leaves under `out/` go (nil: they are not collected). The backend
+    /// feeds it `run.py`'s artifact stream and reports what came of it in `SandboxOutcome.artifacts`.
+    public var artifacts: ArtifactReceiver?
 
     public init(runId: String, bundle: RunBundle, environment: [String: String], timeout: Duration, network: NetworkPolicy, outputLimit: Int) {
         self.runId = runId
@@ -47,6 +50,8 @@ public struct SandboxOutcome: Sendable {
     public var network: NetworkPolicy
     /// What the egress proxy saw (the `posthog` policy on the local jail), or nil.
     public var egress: [EgressEntry]? = nil
+    /// The collection of `out/`, when the job asked for it.
+    public var artifacts: ArtifactCollection?
 }
 
 /// A place to run bundles: the local jail, E2B.

@@ -29,8 +29,17 @@ public struct BundleAssembler: Sendable {
         driverFiles = files
     }
 
-    public func bundle(templateName: String?, script: String, variables: [String: JSONValue]) throws -> RunBundle {
+    /// `extraFiles`: more inputs for the run (an extraction's state), beside the script; they may
+    /// not replace the driver, the script or `run.json`.
+    public func bundle(templateName: String?, script: String, variables: [String: JSONValue],
+                       extraFiles: [String: [UInt8]] = [:]) throws -> RunBundle {
         var files = driverFiles
+        for (path, bytes) in extraFiles {
+            guard files[path] == nil, !["template.py", "run.json", "run.py"].contains(path), !path.hasPrefix("posthog_driver/") else {
+                throw RunnerError(.internalError, "A bundle input may not replace \(path).")
+            }
+            files[path] = bytes
+        }
         files["template.py"] = Array(script.utf8)
         let runJSON: JSONValue = .object([
             "template": templateName.map(JSONValue.string) ?? .null,

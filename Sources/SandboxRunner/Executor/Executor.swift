@@ -18,6 +18,11 @@ public struct RunRequest: Sendable {
     /// Called with each chunk of output as it arrives (1 = stdout, 2 = stderr), before capping, on
     /// backends that stream (the local jail): for live event streams. The chunks are not redacted.
     public var onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)?
+    /// Where the files the script leaves under `out/` are written (nil: they are not collected).
+    public var artifacts: ArtifactOutput?
+    /// More files for the bundle (path → bytes), beside `template.py` and `run.json`: inputs such
+    /// as an extraction's state. Never secrets.
+    public var bundleFiles: [String: [UInt8]] = [:]
 
     public init(source: Source, timeout: Duration? = nil, network: NetworkPolicy? = nil, runId: String = RunRequest.newRunId(),
                 surface: RunnerError.Surface = .cli) {
@@ -30,6 +35,7 @@ public struct RunRequest: Sendable {
 
     public static func newRunId() -> String { UUID().uuidString.lowercased() }
 }
+
 
 /// Catalog → render → bundle → backend → result. Never throws for a run that reached the
 /// sandbox: failures become result documents, with secrets redacted everywhere.
@@ -71,7 +77,8 @@ public struct Executor: Sendable {
         case .script(let source, let label):
             rendered = RenderedTemplate(name: label, script: source, variables: [:])
         }
-        let bundle = try assembler.bundle(templateName: manifest?.name, script: rendered.script, variables: rendered.variables)
+        let bundle = try assembler.bundle(templateName: manifest?.name, script: rendered.script, variables: rendered.variables,
+                                          extraFiles: request.bundleFiles)
         return (rendered, bundle, manifest)
     }
 
@@ -110,6 +117,7 @@ public struct Executor: Sendable {
         var job = SandboxJob(runId: request.runId, bundle: bundle, environment: env, timeout: timeout, network: network, outputLimit: outputLimit)
         job.egress = egress
         job.onOutput = request.onOutput
+        job.artifacts = request.artifacts.map { ArtifactReceiver(output: $0) }
         let sandboxStart = clock.now
         let outcome: SandboxOutcome
         do {
@@ -129,12 +137,18 @@ public struct Executor: Sendable {
         let stdout = redactor.redact(p.stdout.text, truncated: p.stdout.truncated)
         let stderr = redactor.redact(p.stderr.text, truncated: p.stderr.truncated)
         let data = p.stdout.truncated ? nil : JSONValue.parse(Data(stdout.utf8)).map(redactor.redact)
-        let success = p.exitCode == 0 && !p.timedOut && !p.cancelled
+        var success = p.exitCode == 0 && !p.timedOut && !p.cancelled
         var error: String?
         var kind: RunnerError.Kind?
         if !success {
             let e = Self.explain(p, stderr: stderr, timeout: timeout)
             (kind, error) = (e.kind, e.message(for: request.surface))
+        }
+        // out/: what the host collected, or why not (a refusal fails a run that otherwise succeeded).
+        let collection = outcome.artifacts ?? job.artifacts?.finish()
+        if success, let refused = collection?.error {
+            success = false
+            (kind, error) = (refused.kind, refused.message(for: request.surface))
         }
         // Like timeout(1): a run stopped by its deadline exits 124, whatever signal ended it.
         let exitCode = p.timedOut ? 124 : p.exitCode
@@ -143,7 +157,7 @@ public struct Executor: Sendable {
                          runId: request.runId, stderr: stderr, truncated: p.stdout.truncated || p.stderr.truncated,
                          timedOut: p.timedOut, isolation: outcome.isolation, network: outcome.network.rawValue,
                          bundleSha256: bundle.sha256, variables: rendered.variables.mapValues(redactor.redact), timings: timings,
-                         errorKind: kind, egress: outcome.egress)
+                         errorKind: kind, egress: outcome.egress, artifacts: collection?.artifacts ?? [])
     }
 
     /// The PostHog settings a run needs, checked before any sandbox starts: a template that

@@ -27,6 +27,9 @@ public struct RunResult: Sendable, Equatable {
     /// Under the `posthog` network policy (local jail): every destination the script asked the
     /// egress proxy for, allowed or refused, with its bytes.
     public var egress: [EgressEntry]?
+    /// The files the script left under `out/`, as the host received and checked them (empty when
+    /// none, or when they could not be collected: `error` then says why).
+    public var artifacts: [Artifact] = []
 
     /// The CLI's exit status for this result (README, "Errors").
     public var exitStatus: Int32 {
@@ -47,7 +50,7 @@ public struct RunResult: Sendable, Equatable {
 extension RunResult: Codable {
     enum CodingKeys: String, CodingKey {
         case schemaVersion, success, output, error, data, exitCode, durationMs, template, backend, runId, stderr, truncated,
-             timedOut, isolation, network, bundleSha256, variables, timings, errorKind, egress
+             timedOut, isolation, network, bundleSha256, variables, timings, errorKind, egress, artifacts
     }
 
     public init(from decoder: Decoder) throws {
@@ -71,6 +74,7 @@ extension RunResult: Codable {
         timings = try c.decodeIfPresent([String: Int].self, forKey: .timings) ?? [:]
         errorKind = try c.decodeIfPresent(RunnerError.Kind.self, forKey: .errorKind)
         egress = try c.decodeIfPresent([EgressEntry].self, forKey: .egress)
+        artifacts = try c.decodeIfPresent([Artifact].self, forKey: .artifacts) ?? []
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -95,6 +99,7 @@ extension RunResult: Codable {
         try c.encode(timings, forKey: .timings)
         try c.encodeIfPresent(errorKind, forKey: .errorKind)
         try c.encodeIfPresent(egress, forKey: .egress)
+        try c.encode(artifacts, forKey: .artifacts)
     }
 
     public func jsonText(pretty: Bool = true) -> String {
@@ -146,14 +151,36 @@ extension RunResult {
             "variables": .object(["type": "object", "description": "Every variable's final value, defaults included."]),
             "timings": .object(["type": "object", "additionalProperties": .object(["type": "integer"]),
                                 "description": "Milliseconds per phase (prepareMs, sandboxMs)."]),
+            "artifacts": .object(["type": "array", "items": artifactSchema,
+                                  "description": "The files the script left under out/, as the host received and checked them."]),
         ]
         let required = ["schemaVersion", "success", "output", "error", "data", "exitCode", "durationMs", "template", "backend", "runId",
-                        "stderr", "truncated", "timedOut", "timings"]
+                        "stderr", "truncated", "timedOut", "timings", "artifacts"]
         return .object([
             "type": "object", "additionalProperties": false,
             "description": "The result document every run answers with.",
             "properties": .object(properties),
             "required": .array(required.map(JSONValue.string)),
+        ])
+    }
+}
+
+extension RunResult {
+    /// One entry of `artifacts`.
+    public static var artifactSchema: JSONValue {
+        func t(_ type: String, _ description: String) -> JSONValue { .object(["type": .string(type), "description": .string(description)]) }
+        return .object([
+            "type": "object", "additionalProperties": false,
+            "required": .array(["name", "bytes", "sha256", "mediaType"]),
+            "properties": .object([
+                "name": t("string", "The path relative to out/."),
+                "bytes": t("integer", "Size in bytes."),
+                "sha256": .object(["type": "string", "pattern": "^[0-9a-f]{64}$", "description": "sha256 of the bytes, computed by the host."]),
+                "mediaType": t("string", "The media type, from the name's extension."),
+                "path": t("string", "Where the CLI wrote it (CLI only)."),
+                "url": t("string", "Where the HTTP API serves it: GET with the same bearer token (HTTP only)."),
+                "uri": t("string", "Its MCP resource URI, readable with resources/read (MCP only)."),
+            ]),
         ])
     }
 }

@@ -526,6 +526,18 @@ class App:
                     self.queries.clear()
             return Response.json(200, {"limits": self.limits.describe(), "running": self.concurrency.running,
                                        "executions": self.queries.executions})
+        if bare == "/_local/ingest":
+            # How capture treats a uuid already stored (see Store.keep_duplicate_uuids).
+            if req.method == "POST":
+                try:
+                    body = json.loads(req.body or b"{}")
+                    keep = body["keep_duplicate_uuids"] if isinstance(body, dict) else None
+                except (json.JSONDecodeError, UnicodeDecodeError, KeyError):
+                    keep = None
+                if not isinstance(keep, bool):
+                    return Response.json(400, {"detail": 'send {"keep_duplicate_uuids": true|false}'})
+                self.store.keep_duplicate_uuids = keep
+            return Response.json(200, {"keep_duplicate_uuids": self.store.keep_duplicate_uuids})
         if bare == "/_local/queries":
             if req.method == "DELETE":
                 self.received = []

@@ -72,6 +72,9 @@ def serve(argv: list[str]) -> int:
                         help="inject a fault, e.g. 429:count=2:retry_after=1:path=/api/")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     parser.add_argument("--threads", type=int, default=2, help="DuckDB worker threads")
+    parser.add_argument("--keep-duplicate-uuids", action="store_true",
+                        default=os.environ.get("POSTHOG_LOCAL_KEEP_DUPLICATE_UUIDS") == "1",
+                        help="store an event re-sent with a uuid already stored, as ClickHouse shows it until a merge")
     env = os.environ
     limits = parser.add_argument_group("limits (PostHog's by default; env POSTHOG_LOCAL_<NAME>)")
     limits.add_argument("--query-rate", default=env.get("POSTHOG_LOCAL_QUERY_RATE", "120/hour"),
@@ -108,6 +111,7 @@ def serve(argv: list[str]) -> int:
     try:
         data_dir, meta = _resolve_data(args)
         store = Store(data_dir, meta, threads=args.threads)
+        store.keep_duplicate_uuids = args.keep_duplicate_uuids
         resources = Resources(store, json.loads((data_dir / "resources.json").read_text()))
         app = App(settings, store, resources, FaultRegistry(faults), data_dir, log=_log, limits=limit_settings)
         from .httpd import make_server

@@ -139,6 +139,11 @@ class Store:
         self.closing = False
         self.definitions_version = 0
         self._definitions_cache: dict[str, tuple[int, Any]] = {}
+        # PostHog's events table is a ReplacingMergeTree ordered by (team_id, toDate(timestamp), event,
+        # cityHash64(distinct_id), cityHash64(uuid)) (posthog/models/event/sql.py, EVENTS_TABLE_SQL):
+        # a re-sent event is a second row, collapsed only by a background merge (never when its
+        # timestamp differs), and queries without FINAL see both. On: store re-sent events too.
+        self.keep_duplicate_uuids = False
 
     # -- loading -------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -314,7 +319,8 @@ class Store:
             self.writer.execute("INSERT INTO person_distinct_ids VALUES ($d, $id)", {"d": other, "id": pid})
 
     def insert_events(self, events: list[CapturedEvent]) -> int:
-        """Store events, skipping any whose uuid is already stored. Returns how many were new."""
+        """Store events, skipping any whose uuid is already stored (unless keep_duplicate_uuids).
+        Returns how many were stored."""
         if not events:
             return 0
         with self.write_lock:
@@ -323,7 +329,7 @@ class Store:
                 "SELECT uuid FROM events WHERE list_contains($u, uuid)", {"u": uuids}).fetchall()}
             fresh: list[CapturedEvent] = []
             for e in events:
-                if e.uuid in seen:
+                if e.uuid in seen and not self.keep_duplicate_uuids:
                     continue
                 seen.add(e.uuid)
                 fresh.append(e)

@@ -682,7 +682,8 @@ def _parse_bound(value: str | int) -> int:
 
 
 def export_events(ds: Dataset, start: str, end: str, event_names: list[str] | None = None,
-                  format: str = "jsonl", *, project: Project | None = None) -> dict[str, Any]:
+                  format: str = "jsonl", gzip: bool = False, *, project: Project | None = None) -> dict[str, Any]:
+    """`gzip` changes the file's bytes only (file, bytes and sha256 depend on the writer)."""
     p = project or Project(ds)
     lo, hi = _parse_bound(start), _parse_bound(end)
     names = set(event_names or [])

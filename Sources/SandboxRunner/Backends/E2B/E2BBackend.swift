@@ -81,6 +81,9 @@ public final class E2BBackend: SandboxBackend, @unchecked Sendable {
         let encoded = job.bundle.bytes.withUnsafeBufferPointer { Data(buffer: $0) }.base64EncodedString()
         envs["PYTHONUNBUFFERED"] = "1"
         envs["PYTHONDONTWRITEBYTECODE"] = "1"
+        // out/ comes back as one stream file beside the run's directory, read through envd.
+        let artifactFile = "/home/user/run-\(job.runId.prefix(8)).artifacts"
+        if job.artifacts != nil { envs[ArtifactStream.environmentVariable] = "file:" + artifactFile }
         let script: String
         if encoded.utf8.count <= config.inlineBundleLimit {
             let chunks = Self.chunks(encoded, size: Self.inlineChunkBytes)
@@ -102,9 +105,34 @@ public final class E2BBackend: SandboxBackend, @unchecked Sendable {
                 + (r.streamError.map { " (\($0))" } ?? "") + "; the sandbox was killed.")
         }
         keep = !r.timedOut && !r.incomplete && !killer.cancelled
+        var collection: ArtifactCollection?
+        if let receiver = job.artifacts {
+            // run.py says on its last stderr line when the stream file holds files (no round trip otherwise);
+            // a cut stderr may have lost that line, so then the file is fetched anyway.
+            if keep && (r.stderr.truncated || r.stderr.text.contains("\n" + ArtifactStream.marker) || r.stderr.text.hasPrefix(ArtifactStream.marker)) {
+                try client.download(sandbox, path: artifactFile) { receiver.feed($0) }
+            }
+            collection = receiver.finish()
+        }
         let outcome = ProcessOutcome(exitCode: r.timedOut ? 124 : r.exitCode, signal: r.signalled ? 9 : nil, timedOut: r.timedOut,
-                                     cancelled: killer.cancelled, stdout: r.stdout, stderr: r.stderr, duration: clock.now - start)
-        return SandboxOutcome(process: outcome, isolation: "e2b", network: job.network)
+                                     cancelled: killer.cancelled, stdout: r.stdout,
+                                     stderr: job.artifacts == nil ? r.stderr : Self.withoutMarker(r.stderr), duration: clock.now - start)
+        var result = SandboxOutcome(process: outcome, isolation: "e2b", network: job.network)
+        result.artifacts = collection
+        return result
+    }
+
+    /// stderr without run.py's closing marker line (the local jail's stderr has none).
+    static func withoutMarker(_ stderr: CappedOutput) -> CappedOutput {
+        guard !stderr.truncated else { return stderr }
+        var lines = stderr.head.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+        guard lines.count >= 2, lines[lines.count - 1].isEmpty,
+              lines[lines.count - 2].starts(with: Array(ArtifactStream.marker.utf8)) else { return stderr }
+        lines.removeLast(2)
+        var out = CappedOutput(limit: stderr.limit)
+        let bytes = lines.isEmpty ? [] : Array(lines.joined(separator: [UInt8(ascii: "\n")])) + [UInt8(ascii: "\n")]
+        bytes.withUnsafeBytes { out.append($0) }
+        return out
     }
 
     /// Each environment string of a Linux process holds at most 128 KiB (MAX_ARG_STRLEN).

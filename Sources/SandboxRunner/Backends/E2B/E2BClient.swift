@@ -201,6 +201,25 @@ public final class E2BClient: @unchecked Sendable {
         guard r.status == 200 else { throw envdError(r, what: "upload the bundle") }
     }
 
+    /// Streams a file out of the sandbox (`GET /files?path=`, what the SDK's `files.read` sends)
+    /// into `onBody`; a missing file (404) sends nothing. When `onBody` stops the transfer (it
+    /// refused the bytes) the transfer's own error is not reported: the consumer says why.
+    public func download(_ sandbox: E2BSandbox, path: String, onBody: @escaping (UnsafeRawBufferPointer) -> Bool) throws {
+        var refused = false
+        let response: HTTPResponse
+        do {
+            response = try envd(sandbox, "GET", "/files?path=\(percentEncode(path))", timeout: config.requestTimeout * 4) { chunk in
+                if onBody(chunk) { return true }
+                refused = true
+                return false
+            }
+        } catch {
+            if refused { return }
+            throw error
+        }
+        guard response.status == 200 || response.status == 404 else { throw envdError(response, what: "read the run's files") }
+    }
+
     /// Starts `argv` through envd's Connect API and decodes its event stream as it arrives.
     /// `timeout` goes to envd as `Connect-Timeout-Ms`, the process's deadline.
     public func run(_ sandbox: E2BSandbox, argv: [String], envs: [String: String], cwd: String, timeout: Duration,

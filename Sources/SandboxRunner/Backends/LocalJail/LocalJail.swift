@@ -84,11 +84,20 @@ public struct LocalJail: SandboxBackend {
                 env["POSTHOG_EGRESS_SOCKET"] = EgressProxy.sandboxPath
             }
             defer { proxy?.stop() }
-            let outcome = try await launch(argv, layout: layout, files: files, environment: env, timeout: job.timeout,
+            let collector = try ArtifactPipe(job.artifacts)
+            if collector != nil { env[ArtifactStream.environmentVariable] = "fd:3" }
+            let outcome: ProcessOutcome
+            do {
+                outcome = try await launch(argv, layout: layout, files: files, environment: env, timeout: job.timeout,
                                            outputLimit: job.outputLimit, uid: uid,
-                                           runId: job.runId, killer: killer, onOutput: job.onOutput)
+                                           runId: job.runId, killer: killer, onOutput: job.onOutput, extraFDs: collector.map { [$0.writeEnd] } ?? [])
+            } catch {
+                _ = await collector?.finish()
+                throw error
+            }
             var result = SandboxOutcome(process: outcome, isolation: "bubblewrap", network: job.network)
             result.egress = proxy?.stop()
+            result.artifacts = await collector?.finish()
             return result
         case .weak:
             let workspace = try Workspace.create(label: job.runId)
@@ -106,12 +115,22 @@ public struct LocalJail: SandboxBackend {
                 env["POSTHOG_AUTH"] = nil
                 env["POSTHOG_PERSONAL_API_KEY"] = rules.authorization.map { String($0.dropFirst("Bearer ".count)) }
             }
-            let outcome = try await launchWeak(argv, workspace: workspace.home.path, workingDirectory: nil, environment: env,
+            let collector = try ArtifactPipe(job.artifacts)
+            if collector != nil { env[ArtifactStream.environmentVariable] = "fd:3" }
+            let outcome: ProcessOutcome
+            do {
+                outcome = try await launchWeak(argv, workspace: workspace.home.path, workingDirectory: nil, environment: env,
                                                timeout: job.timeout, outputLimit: job.outputLimit, uid: uid, runId: job.runId,
-                                               killer: killer, onOutput: job.onOutput)
+                                               killer: killer, onOutput: job.onOutput, extraFDs: collector.map { [$0.writeEnd] } ?? [])
+            } catch {
+                _ = await collector?.finish()
+                throw error
+            }
             removable = outcome.everythingEnded
             if uid != nil { try checkEnded(outcome) }
-            return SandboxOutcome(process: outcome, isolation: "weak", network: .host)
+            var result = SandboxOutcome(process: outcome, isolation: "weak", network: .host)
+            result.artifacts = await collector?.finish()
+            return result
         }
     }
 
@@ -241,16 +260,27 @@ public struct LocalJail: SandboxBackend {
     /// The caller checks `everythingEnded` before it touches the workspace.
     func launchWeak(_ argv: [String], workspace: String, workingDirectory: String?, environment: [String: String],
                     timeout: Duration, outputLimit: Int, uid: uid_t?, runId: String, killer: ProcessKiller,
-                    onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)?) async throws -> ProcessOutcome {
+                    onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)?, extraFDs: [Int32] = []) async throws -> ProcessOutcome {
+        let bpf = try SeccompFilter.bpf()
+        var passed: [Int32] = []
+        for fd in extraFDs {
+            let copy = fcntl(fd, F_DUPFD_CLOEXEC, 3)
+            guard copy >= 0 else {
+                for p in passed { close(p) }
+                throw RunnerError(.internalError, "Could not pass a descriptor to the run (errno \(errno)).")
+            }
+            passed.append(copy)
+        }
         let cgroup = CgroupV1(runId: runId, limits: limits)
         var spec = ProcessSpec(executable: argv[0], arguments: Array(argv.dropFirst()),
                                environment: environment, timeout: timeout, outputLimit: outputLimit)
         spec.workingDirectory = workingDirectory ?? workspace
         spec.onOutput = onOutput
         var setup = JailSetup(limits: limits, uid: uid)
+        setup.passedFDs = passed
         setup.cgroup = cgroup
         setup.killByUid = uid != nil
-        setup.seccomp = try SeccompFilter.bpf()
+        setup.seccomp = bpf
         spec.jail = setup
         let outcome: ProcessOutcome
         do {
