@@ -18,6 +18,8 @@ public struct RunRequest: Sendable {
     /// Called with each chunk of output as it arrives (1 = stdout, 2 = stderr), before capping, on
     /// backends that stream (the local jail): for live event streams. The chunks are not redacted.
     public var onOutput: (@Sendable (Int32, UnsafeRawBufferPointer) -> Void)?
+    /// Ask the driver for progress lines on stderr (`SANDBOX_RUNNER_PROGRESS=1`; `ProgressParser` reads them).
+    public var progress = false
 
     public init(source: Source, timeout: Duration? = nil, network: NetworkPolicy? = nil, runId: String = RunRequest.newRunId(),
                 surface: RunnerError.Surface = .cli) {
@@ -96,6 +98,7 @@ public struct Executor: Sendable {
         let network = request.network ?? ((manifest?.usesPostHog ?? false) ? .host : .none)
         var env: [String: String] = ["SANDBOX_RUNNER_RUN_ID": request.runId]
         for name in Self.passedVariables { if let v = environment[name], !v.isEmpty { env[name] = v } }
+        if request.progress { env["SANDBOX_RUNNER_PROGRESS"] = "1" }
 
         var job = SandboxJob(runId: request.runId, bundle: bundle, environment: env, timeout: timeout, network: network, outputLimit: outputLimit)
         job.onOutput = request.onOutput
