@@ -7,7 +7,7 @@ import SandboxRunner
 
 /// The routes of `serve`, with the methods each allows (405 with `Allow` otherwise).
 enum APIRoute: Equatable {
-    case healthz, openapi, templates, template(String), runs, run(String), runEvents(String), mcp
+    case healthz, openapi, templates, template(String), runs, run(String), runEvents(String), runReport(String), mcp
 
     static func match(_ path: String) -> APIRoute? {
         let s = path.split(separator: "/").map(String.init)
@@ -20,13 +20,14 @@ enum APIRoute: Equatable {
         case 3 where s[0] == "v1" && s[1] == "templates": return .template(s[2])
         case 3 where s[0] == "v1" && s[1] == "runs": return .run(s[2])
         case 4 where s[0] == "v1" && s[1] == "runs" && s[3] == "events": return .runEvents(s[2])
+        case 4 where s[0] == "v1" && s[1] == "runs" && s[3] == "report": return .runReport(s[2])
         default: return nil
         }
     }
 
     var methods: [HTTPRequest.Method] {
         switch self {
-        case .healthz, .openapi, .templates, .template, .runEvents: return [.get]
+        case .healthz, .openapi, .templates, .template, .runEvents, .runReport: return [.get]
         case .runs: return [.post]
         case .run: return [.get, .delete]
         case .mcp: return [.post, .get, .delete]
@@ -105,6 +106,14 @@ struct APIResponder: HTTPResponder {
                                 for await e in events { try await writer.write(ByteBuffer(string: e.sse)) }
                                 try await writer.finish(nil)
                             })
+        case .runReport(let id):
+            runId = id
+            guard let r = server.runs.record(id) else { return error(Self.noRun(id)) }
+            let (state, result) = server.runs.snapshot(r)
+            let html = result.map { HTMLReport.render(Report.make($0, view: $0.template.flatMap { executor.catalog.templates[$0]?.manifest.view })) }
+                ?? HTMLReport.renderPending(runId: id, template: r.template, state: state.rawValue)
+            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: html)))
         case .mcp:
             return await mcp(request)
         }

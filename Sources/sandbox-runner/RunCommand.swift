@@ -9,17 +9,21 @@ struct RunCommand: AsyncParsableCommand {
         discussion: "Example: sandbox-runner run identify_churn_risk --var inactive_days=14 --demo"
     )
 
-    @Argument(help: "The template's name (see `sandbox-runner list`).")
+    @Argument(help: "The template's name (see `sandbox-runner list`).", completion: Completion.templateNames)
     var name: String
 
-    @Option(name: .customLong("var"), help: ArgumentHelp("A variable as name=value (repeatable).", valueName: "name=value"))
+    @Option(name: .customLong("var"), help: ArgumentHelp("A variable as name=value (repeatable).", valueName: "name=value"),
+            completion: Completion.variables)
     var variables: [String] = []
 
     @Option(name: .customLong("vars-json"), help: ArgumentHelp("Variables as one JSON object.", valueName: "json"))
     var variablesJSON: String?
 
     @OptionGroup var options: RunOptions
+    @OptionGroup var output: OutputOptions
     @OptionGroup var catalogOptions: CatalogOptions
+
+    func validate() throws { try output.check(json: options.json) }
 
     func parsedInputs() throws -> [String: VariableInput] {
         var inputs: [String: VariableInput] = [:]
@@ -44,7 +48,7 @@ struct RunCommand: AsyncParsableCommand {
         let context = try Context.load()
         let catalog = catalogOptions.catalog(context)
         let request = RunRequest(source: .template(name: name, inputs: try parsedInputs()), timeout: options.timeoutDuration)
-        await performRun(request, options: options, catalog: catalog, context: context)
+        await performRun(request, options: options, output: output, catalog: catalog, context: context)
     }
 }
 
@@ -55,7 +59,7 @@ struct ExecCommand: AsyncParsableCommand {
         discussion: "The script can `import posthog_driver`. Use - to read it from stdin."
     )
 
-    @Argument(help: "The script (a .py file, or - for stdin).")
+    @Argument(help: "The script (a .py file, or - for stdin).", completion: .file(extensions: ["py"]))
     var file: String
 
     @Option(help: "Network for the script: none, or host (needed to reach PostHog; the default with --demo).")
@@ -65,6 +69,9 @@ struct ExecCommand: AsyncParsableCommand {
     var `repeat`: Int = 1
 
     @OptionGroup var options: RunOptions
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws { try output.check(json: options.json) }
 
     func run() async throws {
         let context = try Context.load()
@@ -81,7 +88,7 @@ struct ExecCommand: AsyncParsableCommand {
         let request = RunRequest(source: .script(source: source, label: URL(fileURLWithPath: file).lastPathComponent),
                                  timeout: options.timeoutDuration, network: net)
         guard (1...1000).contains(`repeat`) else { fail(RunnerError(.badInput, "--repeat must be between 1 and 1000.")) }
-        await performRun(request, options: options, catalog: TemplateCatalog(builtIn: nil), context: context, repeat: `repeat`)
+        await performRun(request, options: options, output: output, catalog: TemplateCatalog(builtIn: nil), context: context, repeat: `repeat`)
     }
 }
 
