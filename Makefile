@@ -19,7 +19,7 @@ test: setup build
 	swift test 2>&1 | tee .build/swift-test.log; test $${PIPESTATUS[0]} -eq 0
 	@if grep -E '^[^ ]+ Test .* skipped' .build/swift-test.log && [ "$${SANDBOX_RUNNER_ALLOW_SKIPS:-}" != 1 ]; then \
 	  echo "Skipped Swift tests (above) fail this run; set SANDBOX_RUNNER_ALLOW_SKIPS=1 where a skip is expected."; exit 1; fi
-	$(PY) -m pytest -q -rs Tests/driver Tests/posthog-local Tests/e2b Tests/templates Tests/mcp Tests/http Tests/install
+	$(PY) -m pytest -q -rs Tests/driver Tests/posthog-local Tests/e2b Tests/templates Tests/mcp Tests/http Tests/report Tests/install
 
 setup: apt venv
 

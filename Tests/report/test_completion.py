@@ -23,7 +23,7 @@ def script(shell: str) -> str:
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_scripts_are_generated_and_call_back_for_templates(shell: str) -> None:
     text = script(shell)
-    for word in ("run", "show", "smoke", "--format", "--report", "--var"):
+    for word in ("run", "show", "smoke", "format", "report", "var", "templates-dir"):
         assert word in text, (shell, word)
     # Template names and variables are completed by calling the binary back (custom completion).
     assert "---completion" in text

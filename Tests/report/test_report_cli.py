@@ -49,7 +49,7 @@ def test_terminal_gets_the_report_colour_and_progress(progress_script: Path, tmp
     plain = SGR.sub(b"", out).decode()
     assert "ad hoc script succeeded" in plain
     assert re.search(r"rows\s+5,000", plain), plain
-    assert "items" in plain and re.search(r"a\s+1", plain)
+    assert "items" in plain and re.search(r"1\s+a", plain)
     # No JSON document on a terminal.
     assert '"success"' not in plain
 
@@ -115,7 +115,9 @@ def test_csv_round_trips_through_a_csv_parser(tmp_path: Path) -> None:
     assert done.stdout.count(b"\r\n") >= len(ROWS) + 1  # RFC 4180 line ends
     rows = list(csv.reader(io.StringIO(done.stdout.decode(), newline="")))
     assert rows[0] == ["n", "name", "note"]
-    assert rows[1:] == [[str(r["n"]), r["name"], r["note"]] for r in ROWS]
+    # Exact, but for control characters: a carriage return (which could hide a line on a terminal)
+    # comes back escaped like everything a script produced; newlines stay (quoted, as RFC 4180 allows).
+    assert rows[1:] == [[str(r["n"]), r["name"], r["note"].replace("\r", "\\u{D}")] for r in ROWS]
 
 
 def test_csv_of_a_template_is_its_main_table(tmp_path: Path) -> None:
@@ -220,3 +222,25 @@ def test_show_prints_a_command_that_runs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["variables"]["return_event"] == "$pageview"
+
+
+def test_smoke_lines_escape_a_scripts_error_sentence(tmp_path: Path) -> None:
+    """The attack: a template's script ends with its own `sandbox-runner-error:` line (the sentence
+    the runner shows as the error) carrying terminal escapes: a window title, clear screen, the
+    one-byte CSI. smoke's per-template line and summary show it escaped. Before issue 16 both
+    printed it raw."""
+    evil = tmp_path / "templates" / "evil_error"
+    evil.mkdir(parents=True)
+    (evil / "manifest.json").write_text(json.dumps({
+        "name": "evil_error", "description": "Fails with escapes in its error sentence.", "needsPostHog": False,
+        "variables": [], "example": {}, "output": {"type": "object"}}))
+    (evil / "template.py").write_text(
+        "import sys\nsys.stderr.write('sandbox-runner-error: \\x1b]0;pwned\\x07\\x1b[2J\\u009b31m gone\\n')\nsys.exit(1)\n")
+    done = subprocess.run([BINARY, "smoke", "--templates-dir", str(tmp_path / "templates"), "--only", "evil_error"],
+                          capture_output=True, env=clean_env(), cwd=tmp_path, timeout=120)
+    assert done.returncode == 1
+    out = done.stdout + done.stderr
+    assert b"gone" in done.stdout and b"gone" in done.stderr
+    for raw in (b"\x1b", b"\x07", "\u009b".encode()):
+        assert raw not in out, raw
+    assert b"\\u{1B}]0;pwned" in done.stdout
