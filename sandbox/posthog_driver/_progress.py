@@ -46,6 +46,12 @@ def add(name: str, n: int = 1) -> None:
         _send(dict(_counts))
 
 
+def flush() -> None:
+    """Sends the counts held back by the throttle (at the end of an export)."""
+    if _ENABLED and _dirty:
+        _send(dict(_counts))
+
+
 def waiting(seconds: float, why: str | None = None) -> None:
     """A wait of `seconds` starts now (0: it is over), with the reason shown beside it."""
     if not _ENABLED:

@@ -526,6 +526,7 @@ class PostHogClient:
             lo, hi = hi, min(end_us, hi + span)
             cursor, slice_rows = None, 0
         _log.log(_log.INFO, "export: %d rows in %d queries, %.1f s", total, pages, time.monotonic() - started)
+        _progress.flush()
 
     def get_cohorts(self, limit: int | None = None) -> list[dict[str, Any]]:
         return self._list("cohorts/", limit=limit)
