@@ -71,7 +71,12 @@ struct ExecCommand: AsyncParsableCommand {
     @OptionGroup var options: RunOptions
     @OptionGroup var output: OutputOptions
 
-    func validate() throws { try output.check(json: options.json) }
+    func validate() throws {
+        try output.check(json: options.json)
+        if `repeat` > 1 && ((output.format ?? .json) != .json || output.report != nil) {
+            throw ValidationError("--repeat prints one result document per line; it takes neither --format table/csv nor --report.")
+        }
+    }
 
     func run() async throws {
         let context = try Context.load()

@@ -87,7 +87,7 @@ public enum HTMLReport {
         if let e = r.error {
             b += "<div class=\"error\"><strong>Error:</strong> \(esc(e))</div>\n"
             if !r.stderrTail.isEmpty {
-                b += "<p class=\"meta\">stderr (last \(r.stderrTail.count) lines):</p>\n<pre>\(esc(r.stderrTail.joined(separator: "\n")))</pre>\n"
+                b += "<p class=\"meta\">stderr (\(ReportText.lastLines(r.stderrTail.count))):</p>\n<pre>\(esc(r.stderrTail.joined(separator: "\n")))</pre>\n"
             }
         }
         if !r.headline.isEmpty {
@@ -108,7 +108,7 @@ public enum HTMLReport {
             b += table(s.table)
         }
         if !r.outputTail.isEmpty {
-            b += "<\(h2)>Output</\(h2)>\n<pre>\(esc(r.outputTail.joined(separator: "\n")))</pre>\n"
+            b += "<\(h2)>Output (\(ReportText.lastLines(r.outputTail.count)))</\(h2)>\n<pre>\(esc(r.outputTail.joined(separator: "\n")))</pre>\n"
         }
         return b
     }

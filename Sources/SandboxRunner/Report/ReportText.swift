@@ -152,6 +152,9 @@ public enum ReportText {
         return grouped(d, decimals: digits)
     }
 
+    /// "last line", "last 5 lines".
+    public static func lastLines(_ n: Int) -> String { n == 1 ? "last line" : "last \(n) lines" }
+
     /// 0.1234 → "12.3%"
     public static func percent(_ fraction: Double) -> String {
         let p = fraction * 100

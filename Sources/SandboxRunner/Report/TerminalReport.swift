@@ -41,7 +41,7 @@ public struct TerminalReport: Sendable {
             out += wrap(error, label: paint("error", .red), labelWidth: 5, indent: 2)
             if !report.stderrTail.isEmpty {
                 out.append("")
-                out.append(paint("  stderr (last \(report.stderrTail.count) lines):", .dim))
+                out.append(paint("  stderr (\(ReportText.lastLines(report.stderrTail.count))):", .dim))
                 out += report.stderrTail.map { "    " + ReportText.truncate($0, to: width - 4) }
             }
         }
@@ -65,7 +65,7 @@ public struct TerminalReport: Sendable {
         }
         if !report.outputTail.isEmpty {
             out.append("")
-            out.append(paint("stdout (last \(report.outputTail.count) lines):", .dim))
+            out.append(paint("stdout (\(ReportText.lastLines(report.outputTail.count))):", .dim))
             out += report.outputTail.map { "  " + ReportText.truncate($0, to: width - 2) }
         }
         return out.joined(separator: "\n") + "\n"
