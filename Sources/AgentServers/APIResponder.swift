@@ -8,7 +8,7 @@ import SandboxRunner
 
 /// The routes of `serve`, with the methods each allows (405 with `Allow` otherwise).
 enum APIRoute: Equatable {
-    case healthz, openapi, templates, template(String), runs, run(String), runEvents(String), runArtifact(String, String), mcp
+    case healthz, openapi, templates, template(String), runs, run(String), runEvents(String), runArtifact(String, String), runReport(String), mcp
 
     static func match(_ path: String) -> APIRoute? {
         let s = path.split(separator: "/").map(String.init)
@@ -25,13 +25,14 @@ enum APIRoute: Equatable {
             // The name is the rest of the path (it may hold directories), each component decoded.
             let parts = s[4...].map { $0.removingPercentEncoding ?? $0 }
             return .runArtifact(s[2], parts.joined(separator: "/"))
+        case 4 where s[0] == "v1" && s[1] == "runs" && s[3] == "report": return .runReport(s[2])
         default: return nil
         }
     }
 
     var methods: [HTTPRequest.Method] {
         switch self {
-        case .healthz, .openapi, .templates, .template, .runEvents, .runArtifact: return [.get]
+        case .healthz, .openapi, .templates, .template, .runEvents, .runArtifact, .runReport: return [.get]
         case .runs: return [.post]
         case .run: return [.get, .delete]
         case .mcp: return [.post, .get, .delete]
@@ -114,6 +115,14 @@ struct APIResponder: HTTPResponder {
         case .runArtifact(let id, let name):
             runId = id
             return artifact(request, runId: id, name: name)
+        case .runReport(let id):
+            runId = id
+            guard let r = server.runs.record(id) else { return error(Self.noRun(id)) }
+            let (state, result) = server.runs.snapshot(r)
+            let html = result.map { HTMLReport.render(Report.make($0, view: $0.template.flatMap { executor.catalog.templates[$0]?.manifest.view })) }
+                ?? HTMLReport.renderPending(runId: id, template: r.template, state: state.rawValue)
+            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: html)))
         case .mcp:
             return await mcp(request)
         }

@@ -148,6 +148,12 @@ final class RunStore: @unchecked Sendable {
         return records[id]
     }
 
+    /// The run's state and, once it has finished, its result.
+    func snapshot(_ r: Record) -> (RunState, RunResult?) {
+        lock.lock(); defer { lock.unlock() }
+        return (r.state, r.result)
+    }
+
     /// The run's status document.
     func status(_ r: Record) -> JSONValue {
         lock.lock(); defer { lock.unlock() }
@@ -162,7 +168,8 @@ final class RunStore: @unchecked Sendable {
             "createdAt": .string(iso.string(from: r.created)),
             "startedAt": r.started.map { .string(iso.string(from: $0)) } ?? .null,
             "finishedAt": r.finished.map { .string(iso.string(from: $0)) } ?? .null,
-            "links": .object(["self": .string("/v1/runs/\(r.id)"), "events": .string("/v1/runs/\(r.id)/events")]),
+            "links": .object(["self": .string("/v1/runs/\(r.id)"), "events": .string("/v1/runs/\(r.id)/events"),
+                              "report": .string("/v1/runs/\(r.id)/report")]),
             "result": .null,
         ]
         if let result = r.result { doc["result"] = JSONValue.parse(Data(result.jsonText(pretty: false).utf8)) ?? .null }

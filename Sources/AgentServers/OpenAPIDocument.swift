@@ -60,8 +60,9 @@ enum OpenAPIDocument {
                     "createdAt": .object(["type": "string", "format": "date-time"]),
                     "startedAt": .object(["type": .array(["string", "null"]), "format": "date-time"]),
                     "finishedAt": .object(["type": .array(["string", "null"]), "format": "date-time"]),
-                    "links": .object(["type": "object", "required": .array(["self", "events"]), "properties": .object([
+                    "links": .object(["type": "object", "required": .array(["self", "events", "report"]), "properties": .object([
                         "self": .object(["type": "string"]), "events": .object(["type": "string"]),
+                        "report": .object(["type": "string", "description": "The run as one self-contained HTML page."]),
                     ])]),
                     "result": .object(["anyOf": .array([ref("RunResult"), .object(["type": "null"])]),
                                        "description": "The result document once the run has finished, else null."]),
@@ -145,7 +146,8 @@ enum OpenAPIDocument {
         let runLink: (String) -> JSONValue = { id in
             .object(["operationId": .string(id), "parameters": .object(["id": "$response.body#/runId"])])
         }
-        let runLinks: JSONValue = .object(["GetRun": runLink("getRun"), "DeleteRun": runLink("deleteRun"), "GetRunEvents": runLink("getRunEvents")])
+        let runLinks: JSONValue = .object(["GetRun": runLink("getRun"), "DeleteRun": runLink("deleteRun"), "GetRunEvents": runLink("getRunEvents"),
+                                           "GetRunReport": runLink("getRunReport")])
         // One Server-Sent Event as a client parses it.
         let sseEvent: JSONValue = .object([
             "type": "object", "required": .array(["event", "data"]),
@@ -208,6 +210,12 @@ enum OpenAPIDocument {
                 "get": op("getRunEvents", "The run as Server-Sent Events: state, stdout and stderr chunks as they arrive ({\"text\": …}), then result "
                     + "(the result document)", ok("200", "An event stream", sseEvent, type: "text/event-stream"),
                           errors: ["NotFound"]),
+            ]),
+            "/v1/runs/{id}/report": .object([
+                "parameters": .array([runIdParam]),
+                "get": op("getRunReport", "The run for people: one self-contained HTML page (the template's view as tables and inline SVG "
+                    + "charts, the variables, the run's metadata; no script, nothing loaded from elsewhere); while the run goes, its state",
+                          ok("200", "An HTML page", .object(["type": "string"]), type: "text/html"), errors: ["NotFound"]),
             ]),
         ]
         return .object([

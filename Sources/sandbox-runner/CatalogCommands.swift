@@ -37,7 +37,7 @@ struct ListCommand: AsyncParsableCommand {
 struct ShowCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "show", abstract: "Show a template's description and variables.")
 
-    @Argument(help: "The template's name.") var name: String
+    @Argument(help: "The template's name.", completion: Completion.templateNames) var name: String
     @Flag(help: "Print the manifest as JSON.") var json = false
     @OptionGroup var catalogOptions: CatalogOptions
 
@@ -73,10 +73,22 @@ struct ShowCommand: AsyncParsableCommand {
             let args = ex.keys.sorted().map { k -> String in
                 let v = ex[k]!
                 let text: String
-                if case .array(let items) = v { text = items.map(\.display).joined(separator: ",") } else { text = v.display }
-                return "--var \(k)=\(shellQuote(text))"
+                if case .array(let items) = v {
+                    // a,b,c unless an item holds a comma: then the JSON list, which --var also takes.
+                    text = items.contains { $0.display.contains(",") } ? v.jsonText() : items.map(\.display).joined(separator: ",")
+                } else {
+                    text = v.display
+                }
+                return "--var \(shellQuote(k + "=" + text))"
             }
-            print("  sandbox-runner run \(m.name) \(args.joined(separator: " "))")
+            print("  sandbox-runner run \(shellQuote(m.name)) \(args.joined(separator: " "))")
+            print("")
+            print("Add --demo to run it against the demo dataset, --json for the result document, --report FILE.html for a page.")
+        } else {
+            print("")
+            print("Example:")
+            let required = m.variables.filter(\.isRequired).map { "--var \($0.name)=…" }
+            print("  sandbox-runner run \(([shellQuote(m.name)] + required).joined(separator: " "))")
         }
     }
 }

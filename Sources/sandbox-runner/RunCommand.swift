@@ -9,18 +9,22 @@ struct RunCommand: AsyncParsableCommand {
         discussion: "Example: sandbox-runner run identify_churn_risk --var inactive_days=14 --demo"
     )
 
-    @Argument(help: "The template's name (see `sandbox-runner list`).")
+    @Argument(help: "The template's name (see `sandbox-runner list`).", completion: Completion.templateNames)
     var name: String
 
-    @Option(name: .customLong("var"), help: ArgumentHelp("A variable as name=value (repeatable).", valueName: "name=value"))
+    @Option(name: .customLong("var"), help: ArgumentHelp("A variable as name=value (repeatable).", valueName: "name=value"),
+            completion: Completion.variables)
     var variables: [String] = []
 
     @Option(name: .customLong("vars-json"), help: ArgumentHelp("Variables as one JSON object.", valueName: "json"))
     var variablesJSON: String?
 
     @OptionGroup var options: RunOptions
-    @OptionGroup var output: OutputDirectoryOptions
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var files: OutputDirectoryOptions
     @OptionGroup var catalogOptions: CatalogOptions
+
+    func validate() throws { try output.check(json: options.json) }
 
     func parsedInputs() throws -> [String: VariableInput] {
         var inputs: [String: VariableInput] = [:]
@@ -45,8 +49,8 @@ struct RunCommand: AsyncParsableCommand {
         let context = try Context.load()
         let catalog = catalogOptions.catalog(context)
         var request = RunRequest(source: .template(name: name, inputs: try parsedInputs()), timeout: options.timeoutDuration)
-        request.artifacts = output.output(runId: request.runId, limits: options.artifactLimits)
-        await performRun(request, options: options, catalog: catalog, context: context, output: output)
+        request.artifacts = files.output(runId: request.runId, limits: options.artifactLimits)
+        await performRun(request, options: options, output: output, catalog: catalog, context: context, files: files)
     }
 }
 
@@ -57,14 +61,22 @@ struct ExecCommand: AsyncParsableCommand {
         discussion: "The script can `import posthog_driver`. Use - to read it from stdin."
     )
 
-    @Argument(help: "The script (a .py file, or - for stdin).")
+    @Argument(help: "The script (a .py file, or - for stdin).", completion: .file(extensions: ["py"]))
     var file: String
 
     @Option(help: ArgumentHelp("Run it N times in a row on one backend (a warm E2B pool is reused); prints one result per line.", valueName: "N"))
     var `repeat`: Int = 1
 
     @OptionGroup var options: RunOptions
-    @OptionGroup var output: OutputDirectoryOptions
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var files: OutputDirectoryOptions
+
+    func validate() throws {
+        try output.check(json: options.json)
+        if `repeat` > 1 && ((output.format ?? .json) != .json || output.report != nil) {
+            throw ValidationError("--repeat prints one result document per line; it takes neither --format table/csv nor --report.")
+        }
+    }
 
     func run() async throws {
         let context = try Context.load()
@@ -81,10 +93,10 @@ struct ExecCommand: AsyncParsableCommand {
         let net = options.network ?? (options.demo ? .posthog : NetworkPolicy.none)
         var request = RunRequest(source: .script(source: source, label: URL(fileURLWithPath: file).lastPathComponent),
                                  timeout: options.timeoutDuration, network: net)
-        request.artifacts = output.output(runId: request.runId, limits: options.artifactLimits)
+        request.artifacts = files.output(runId: request.runId, limits: options.artifactLimits)
         guard (1...1000).contains(`repeat`) else { fail(RunnerError(.badInput, "--repeat must be between 1 and 1000.")) }
-        await performRun(request, options: options, catalog: TemplateCatalog(builtIn: nil), context: context, repeat: `repeat`,
-                         output: output)
+        await performRun(request, options: options, output: output, catalog: TemplateCatalog(builtIn: nil), context: context, repeat: `repeat`,
+                         files: files)
     }
 }
 

@@ -4,9 +4,13 @@ import Foundation
 import SandboxRunner
 
 /// Runs one request the way every CLI verb does: optional demo server, SIGINT/SIGTERM kill the
-/// sandbox, the result document on stdout, the exit status from the result.
-func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCatalog, context: Context, repeat times: Int = 1,
-                output: OutputDirectoryOptions? = nil) async -> Never {
+/// sandbox, the result on stdout as `output` asks (a report for people on a terminal, else the
+/// result document), progress on a terminal's stderr, the exit status from the result.
+func performRun(_ request: RunRequest, options: RunOptions, output: OutputOptions, catalog: TemplateCatalog, context: Context,
+                repeat times: Int = 1, files: OutputDirectoryOptions? = nil) async -> Never {
+    let view = templateName(request).flatMap { catalog.templates[$0]?.manifest.view }
+    let presentation = Presentation(json: options.json, output: output, view: view, environment: context.environment)
+    var request = request
     let assembler: BundleAssembler
     do { assembler = try BundleAssembler(sandboxDirectory: context.locator.sandboxDirectory) } catch let e as RunnerError { fail(e) } catch { fail(RunnerError(.internalError, "\(error)")) }
 
@@ -14,7 +18,7 @@ func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCat
     var server: PostHogLocalServer?
     let backend: any SandboxBackend
     do { backend = try options.backend(context) } catch let e as RunnerError {
-        emit(RunResult.failure(e, runId: request.runId, template: templateName(request), backend: options.backend), json: options.json)
+        emit(RunResult.failure(e, runId: request.runId, template: templateName(request), backend: options.backend), presentation)
     } catch { fail(RunnerError(.internalError, "\(error)")) }
     if options.demo {
         do {
@@ -25,7 +29,7 @@ func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCat
             env.merge(server!.environment) { _, demo in demo }
         } catch let e as RunnerError {
             emit(RunResult.failure(RunnerError(e.kind, context.redactor.redact(e.message)), runId: request.runId,
-                                   template: templateName(request), backend: options.backend), json: options.json)
+                                   template: templateName(request), backend: options.backend), presentation)
         } catch {
             fail(RunnerError(.internalError, "\(error)"))
         }
@@ -42,7 +46,17 @@ func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCat
         src.resume()
         return src
     }
+    // Progress: the driver's lines read from the live stderr, one updating line on a terminal.
+    var progress: ProgressDisplay?
+    if presentation.wantsProgress && times == 1 {
+        let display = ProgressDisplay(label: templateName(request) ?? "script", redactor: context.redactor, environment: context.environment)
+        request.progress = true
+        request.onOutput = { fd, chunk in display.feed(fd, chunk) }
+        display.begin()
+        progress = display
+    }
     var result = withPaths(await executor.run(request, killer: killer), request)
+    progress?.end()
     var worst = result
     if times > 1 {
         // Repeated runs share the backend (a warm E2B pool is reused): one result per line.
@@ -50,14 +64,14 @@ func performRun(_ request: RunRequest, options: RunOptions, catalog: TemplateCat
         for _ in 1..<times where !killer.cancelled {
             var again = request
             again.runId = RunRequest.newRunId()
-            again.artifacts = output?.output(runId: again.runId, limits: options.artifactLimits)
+            again.artifacts = files?.output(runId: again.runId, limits: options.artifactLimits)
             result = withPaths(await executor.run(again, killer: killer), again)
             FileHandle.standardOutput.write(Data((result.jsonText(pretty: false) + "\n").utf8))
             if !result.success && worst.success { worst = result }
         }
     } else {
         // The result is handed back first; the sandbox's kill (E2B) follows off the critical path.
-        write(result, json: options.json)
+        presentation.write(result)
     }
     signals.forEach { $0.cancel() }
     stopBackend(backend)
@@ -72,11 +86,10 @@ func stopBackend(_ backend: any SandboxBackend) {
     }
 }
 
-/// Prints the result document: exact JSON with `--json`; for a person, the same JSON with the
-/// control characters a script could have printed (DEL, C1) escaped, and the error on stderr
-/// with every control character escaped.
-func emit(_ result: RunResult, json: Bool) -> Never {
-    write(result, json: json)
+/// Prints the result (`Presentation.write`: exact JSON with `--json`; for a person the report,
+/// or the JSON with the control characters a script could have printed escaped) and exits.
+func emit(_ result: RunResult, _ presentation: Presentation) -> Never {
+    presentation.write(result)
     finish(result.exitStatus)
 }
 
@@ -86,22 +99,6 @@ func withPaths(_ result: RunResult, _ request: RunRequest) -> RunResult {
     var r = result
     for i in r.artifacts.indices { r.artifacts[i].path = dir.path + "/" + r.artifacts[i].name }
     return r
-}
-
-func write(_ result: RunResult, json: Bool) {
-    let text = json ? result.jsonText(pretty: false) : TerminalText.escapeJSON(result.jsonText(pretty: true))
-    FileHandle.standardOutput.write(Data((text + "\n").utf8))
-    if !json && !result.artifacts.isEmpty {
-        // For a person: where the files went, on stderr (stdout stays the document).
-        var lines = "artifacts: \(result.artifacts.count) file\(result.artifacts.count == 1 ? "" : "s")\n"
-        for a in result.artifacts {
-            lines += "  \(TerminalText.escape(a.path ?? a.name))  (\(a.bytes) bytes, sha256 \(a.sha256.prefix(12))…)\n"
-        }
-        FileHandle.standardError.write(Data(lines.utf8))
-    }
-    if !result.success, let error = result.error, !json {
-        FileHandle.standardError.write(Data("error: \(TerminalText.escape(error))\n".utf8))
-    }
 }
 
 /// Ends the process at once: everything was written with write(2) (FileHandle), and the sandbox,

@@ -12,12 +12,16 @@ struct SmokeCommand: AsyncParsableCommand {
 
     @Option(help: "Templates run at once.") var jobs: Int = 4
     @Option(help: ArgumentHelp("Write a JUnit XML report here.", valueName: "file")) var junit: String?
+    @Option(help: ArgumentHelp("Write one self-contained HTML page with every template's answer and pass/fail.", valueName: "file.html"),
+            completion: .file(extensions: ["html"]))
+    var report: String?
     @Option(help: ArgumentHelp("Only these templates (comma-separated).", valueName: "names")) var only: String?
     @OptionGroup var options: RunOptions
     @OptionGroup var catalogOptions: CatalogOptions
 
     func validate() throws {
         guard (1...32).contains(jobs) else { throw ValidationError("--jobs must be between 1 and 32.") }
+        if let report { try OutputOptions(report: report).check(json: false) }
     }
 
     func run() async throws {
@@ -45,7 +49,7 @@ struct SmokeCommand: AsyncParsableCommand {
             let status = o.result.success ? "ok  " : (o.result.timedOut ? "TIME" : "FAIL")
             let counter = String(repeating: " ", count: String(total).count - String(done).count) + "\(done)/\(total)"
             var line = "[\(counter)] \(status) \(o.template.padding(toLength: width, withPad: " ", startingAt: 0)) \(String(format: "%6.2f s", o.seconds))"
-            if let e = o.result.error, !o.result.success { line += "  \(e)" }
+            if let e = o.result.error, !o.result.success { line += "  \(ReportText.clean(e))" }
             log(line)
         }
         let wall = clock.now - start
@@ -54,6 +58,15 @@ struct SmokeCommand: AsyncParsableCommand {
         if let junit {
             do { try SmokeRunner.junit(outcomes).write(toFile: junit, atomically: true, encoding: .utf8) } catch {
                 fail(RunnerError(.badInput, "Cannot write the JUnit report to \(junit): \(error.localizedDescription)"))
+            }
+        }
+        if let report {
+            let pages = outcomes.map { o in
+                (report: Report.make(o.result, view: catalog.templates[o.template]?.manifest.view), seconds: o.seconds)
+            }
+            let html = HTMLReport.renderSmoke(pages, wallSeconds: Double(wall.milliseconds) / 1000)
+            do { try Data(html.utf8).write(to: URL(fileURLWithPath: report), options: .atomic) } catch {
+                fail(RunnerError(.badInput, "Cannot write the HTML report to \(report): \(error.localizedDescription)"))
             }
         }
         if options.json {
@@ -71,7 +84,7 @@ struct SmokeCommand: AsyncParsableCommand {
                 let status = o.result.success ? "ok    " : (o.result.timedOut ? "TIMEOUT" : "FAILED")
                 print(o.template.padding(toLength: width, withPad: " ", startingAt: 0) + "  "
                       + status.padding(toLength: 7, withPad: " ", startingAt: 0) + String(format: " %7.2f", o.seconds)
-                      + "  " + (o.result.success ? "" : (o.result.error ?? "")))
+                      + "  " + (o.result.success ? "" : ReportText.clean(o.result.error ?? "")))
             }
             print(String(repeating: "-", count: width + 30))
             print("\(outcomes.count - failed.count) passed, \(failed.count) failed in \(String(format: "%.1f", Double(wall.milliseconds) / 1000)) s")

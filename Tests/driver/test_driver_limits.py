@@ -165,6 +165,39 @@ def test_waits_show_at_info_and_as_a_progress_line(local: Server, tmp_path: Path
     assert PERSONAL_KEY not in result.stderr
 
 
+def test_progress_lines_for_the_runner_only_when_asked(local: Server, tmp_path: Path) -> None:
+    """SANDBOX_RUNNER_PROGRESS=1 (issue 16): the driver reports queries answered, rows exported and
+    each rate-limit wait as `sandbox-runner-progress: {json}` lines on stderr; without it, none."""
+    faults(local, {"kind": "429", "count": 1, "retry_after": 1, "path": QUERY})
+    (tmp_path / "script.py").write_text(
+        "from posthog_driver import PostHogClient, progress\n"
+        "with PostHogClient() as c:\n"
+        "    c.query('SELECT 1 AS one')\n"
+        "    rows = sum(1 for _ in c.export_events('2026-10-25T00:00:00Z', '2026-10-25T02:00:00Z', page_size=3))\n"
+        "progress('done', files=2)\n"
+        "print(rows)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTHOG_", "SANDBOX_RUNNER_"))}
+    env.update({"POSTHOG_API_URL": local.url, "POSTHOG_PERSONAL_API_KEY": PERSONAL_KEY, "POSTHOG_PROJECT_ID": str(PROJECT_ID),
+                "PYTHONPATH": str(SANDBOX)})
+    quiet = subprocess.run(["/usr/bin/python3", "script.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "sandbox-runner-progress" not in quiet.stderr
+    faults(local, {"kind": "429", "count": 1, "retry_after": 1, "path": QUERY})
+    env["SANDBOX_RUNNER_PROGRESS"] = "1"
+    result = subprocess.run(["/usr/bin/python3", "script.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = int(result.stdout)
+    docs = [json.loads(line.split(": ", 1)[1]) for line in result.stderr.splitlines() if line.startswith("sandbox-runner-progress: ")]
+    waits = [d for d in docs if d.get("waitSeconds", 0) > 0]
+    assert waits and waits[0]["note"] == "PostHog's rate limit" and waits[0]["waitSeconds"] == 1
+    assert any(d.get("waitSeconds") == 0 for d in docs)  # the wait's end
+    assert docs[-1] == {**docs[-1], "note": "done", "files": 2}
+    # Totals only grow; the export's rows and pages are all counted by the end.
+    assert max(d.get("rows", 0) for d in docs) == rows > 6
+    assert max(d.get("queries", 0) for d in docs) >= 1 + rows // 3
+    assert PERSONAL_KEY not in result.stderr
+
+
 # --- freshness and the async mode -----------------------------------------------------------------
 
 def test_queries_ask_for_fresh_answers_unless_told_otherwise(client: PostHogClient, local: Server) -> None:

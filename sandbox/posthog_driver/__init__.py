@@ -29,7 +29,7 @@ __all__ = [
     "PostHogClient", "QueryResult", "Query", "check_identifier", "iso_utc", "emit", "rows_of",
     "PostHogError", "ValidationError", "InvalidIdentifierError", "ConfigurationError", "AuthenticationError",
     "PermissionDeniedError", "NotFoundError", "BadRequestError", "QueryError", "RateLimitError",
-    "ServerError", "ConnectionFailedError", "RequestTimeoutError", "EgressRefusedError",
+    "ServerError", "ConnectionFailedError", "RequestTimeoutError", "EgressRefusedError", "progress",
 ]
 
 _LAZY = {"PostHogClient": "client", "QueryResult": "client", "Query": "hogql", "check_identifier": "hogql",
@@ -87,6 +87,15 @@ def emit(document: Any) -> None:
         text = json.dumps(_plain(document), default=_default, ensure_ascii=False, allow_nan=False)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def progress(note: str | None = None, **counts: int) -> None:
+    """Tells the runner what the script is doing, shown live on the operator's terminal:
+    `progress("scoring users", users=1200)` (counts are totals so far). Does nothing unless the
+    runner asked for progress (SANDBOX_RUNNER_PROGRESS=1)."""
+    from . import _progress
+
+    _progress.note(note, **counts)
 
 
 def rows_of(answer: Any) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import _log
+from . import _log, _progress
 from .config import Settings, check_refresh
 from .errors import AuthenticationError, PostHogError, QueryError, ValidationError, clean_detail
 from .schema import OBJECTS, PROPERTY_TYPES
@@ -261,6 +261,7 @@ class PostHogClient:
         if doc.get("error"):
             detail = clean_detail(str(doc["error"]), self.settings.secrets)
             raise QueryError(f"PostHog could not run the HogQL query: {detail}", 400, detail=detail)
+        _progress.add("queries")
         return QueryResult(doc)
 
     def _pace(self) -> None:
@@ -289,7 +290,9 @@ class PostHogClient:
                     sys.stderr.write(f"posthog_driver: pacing queries to stay within {queries} per {period:g} s; "
                                      f"waiting {delay:.0f} s.\n")
                     sys.stderr.flush()
+                    _progress.waiting(delay, f"pacing to {queries} queries per {period:g} s")
                 time.sleep(delay)
+                _progress.waiting(0)
             now = time.monotonic()
             self._sent = [t for t in self._sent if t > now - period]
         self._sent.append(time.monotonic())
@@ -503,6 +506,7 @@ class PostHogClient:
             count = len(rows)
             pages += 1
             total += count
+            _progress.add("rows", count)
             slice_rows += count
             following: tuple[Any, Any] | None = None
             first_ts = None
@@ -534,6 +538,7 @@ class PostHogClient:
             lo, hi = hi, min(end_us, hi + span)
             cursor, slice_rows = None, 0
         _log.log(_log.INFO, "export: %d rows in %d queries, %.1f s", total, pages, time.monotonic() - started)
+        _progress.flush()
 
     def get_cohorts(self, limit: int | None = None) -> list[dict[str, Any]]:
         return self._list("cohorts/", limit=limit)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import _log
+from . import _log, _progress
 from .errors import (AuthenticationError, BadRequestError, ConnectionFailedError, EgressRefusedError, NotFoundError,
                      PermissionDeniedError, PostHogError, QueryError, RateLimitError, RequestTimeoutError,
                      ServerError, clean_detail)
@@ -439,9 +439,11 @@ class Transport:
         end = time.monotonic() + delay
         sys.stderr.write(f"posthog_driver: {why} ({waited:.0f} s waited so far, at most {budget:g} s).\n")
         sys.stderr.flush()
+        _progress.waiting(delay, "PostHog's rate limit" if "HTTP 429" in why else why)
         while True:
             left = end - time.monotonic()
             if left <= 0:
+                _progress.waiting(0)
                 return
             time.sleep(min(left, 10.0))
             left = end - time.monotonic()

@@ -23,6 +23,8 @@ public struct RunRequest: Sendable {
     /// More files for the bundle (path → bytes), beside `template.py` and `run.json`: inputs such
     /// as an extraction's state. Never secrets.
     public var bundleFiles: [String: [UInt8]] = [:]
+    /// Ask the driver for progress lines on stderr (`SANDBOX_RUNNER_PROGRESS=1`; `ProgressParser` reads them).
+    public var progress = false
 
     public init(source: Source, timeout: Duration? = nil, network: NetworkPolicy? = nil, runId: String = RunRequest.newRunId(),
                 surface: RunnerError.Surface = .cli) {
@@ -112,7 +114,8 @@ public struct Executor: Sendable {
             r.durationMs = Int((clock.now - start).milliseconds)
             return r
         }
-        let env = sandboxEnvironment(runId: request.runId, network: network, egress: egress)
+        var env = sandboxEnvironment(runId: request.runId, network: network, egress: egress)
+        if request.progress { env["SANDBOX_RUNNER_PROGRESS"] = "1" }
 
         var job = SandboxJob(runId: request.runId, bundle: bundle, environment: env, timeout: timeout, network: network, outputLimit: outputLimit)
         job.egress = egress

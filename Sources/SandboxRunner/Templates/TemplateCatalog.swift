@@ -81,6 +81,7 @@ public struct TemplateCatalog: Sendable {
             throw RunnerError(.badInput, "template.py of \(dir.lastPathComponent) is not UTF-8 text.")
         }
         try TemplateRenderer.checkTemplate(manifest: manifest, script: script)
+        try manifest.view?.validate(against: manifest.output)
         return Template(manifest: manifest, script: script, directory: dir, isCustom: isCustom)
     }
 

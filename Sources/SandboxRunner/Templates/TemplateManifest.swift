@@ -45,6 +45,8 @@ public struct TemplateManifest: Codable, Sendable, Equatable {
     public var output: JSONValue?
     /// Default wall-clock timeout in seconds.
     public var timeoutSeconds: Int?
+    /// How the answer is shown to a person (terminal, HTML report); checked against `output` at load.
+    public var view: TemplateView?
 
     public var isReadOnly: Bool { readOnly ?? true }
     public var usesPostHog: Bool { needsPostHog ?? true }
