@@ -18,6 +18,14 @@ public enum LazyLibrary: Int32, CaseIterable, Sendable {
         }
     }
 
+    /// Loads every library now, ignoring the missing (a run that needs one says so when it does).
+    /// For long-lived servers (`serve`, `mcp`, `e2b-local`): start-up time does not matter there,
+    /// and a library loaded on first use would need a descriptor just when a server near its
+    /// descriptor limit may have none to spare.
+    public static func preloadAll() {
+        for library in allCases { try? require(library) }
+    }
+
     /// True once this process has loaded the library.
     public var isLoaded: Bool { sr_lazy_loaded(rawValue) != 0 }
 }
