@@ -76,24 +76,38 @@ final class ConnectionGuard: @unchecked Sendable {
     }
 
     func opened() { lock.lock(); open += 1; lock.unlock() }
-    func closed() { lock.lock(); open -= 1; lock.unlock() }
+    func closed() {
+        lock.lock()
+        open -= 1
+        if closing > 0 { closing -= 1 }
+        lock.unlock()
+    }
 
-    /// Whether the accept loop may take another connection: below the cap, or after evicting the
-    /// oldest connection that is idle or has not sent a complete request head.
+    /// Connections the accept loop may take per "yes" (NIO reads up to `maxMessagesPerRead`
+    /// connections from the listening socket each time it may accept; 4 by default).
+    static let acceptBatch = 4
+    /// Evicted connections whose close has not been counted yet.
+    private var closing = 0
+
+    /// Whether the accept loop may take another connection: when a whole accept batch still fits
+    /// under the cap, or after evicting as many of the oldest connections that are idle or have not
+    /// sent a complete request head as a batch needs. Without room for the batch, the loop stopped
+    /// at the cap by one "yes" at a time took four, and the cap did not hold (164 of 64 held).
     func mayAccept() -> Bool {
         lock.lock()
-        guard open >= maxConnections else { lock.unlock(); return true }
-        let victim = entries.values
+        let counted = open - closing
+        let needed = counted + Self.acceptBatch - maxConnections
+        guard needed > 0 else { lock.unlock(); return true }
+        let victims = entries.values
             .filter { $0.phase == .idle || $0.phase == .awaitingHead }
-            .min { ($0.phase == .idle ? 0 : 1, $0.since) < ($1.phase == .idle ? 0 : 1, $1.since) }
-        if let victim {
-            entries[ObjectIdentifier(victim.channel)] = nil
-            evicted += 1
-        }
+            .sorted { ($0.phase == .idle ? 0 : 1, $0.since) < ($1.phase == .idle ? 0 : 1, $1.since) }
+            .prefix(needed)
+        for v in victims { entries[ObjectIdentifier(v.channel)] = nil }
+        evicted += victims.count
+        closing += victims.count
         lock.unlock()
-        guard let victim else { return false }
-        victim.channel.close(promise: nil)
-        return true
+        for v in victims { v.channel.close(promise: nil) }
+        return victims.count == needed
     }
 
     var openConnections: Int { lock.lock(); defer { lock.unlock() }; return open }

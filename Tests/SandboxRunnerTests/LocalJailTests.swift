@@ -105,6 +105,42 @@ struct LocalJailTests {
         }
     }
 
+    /// The fork-bomb tests above also pass through RLIMIT_NPROC alone (each run has its own uid):
+    /// this one looks at the run's pids cgroup from the host while the run is alive: every process
+    /// of the run is in it, and its pids.max is the run's limit.
+    @Test(.enabled(if: LocalJail.cgroupsUnavailableReason == nil,
+                   "skipped because cgroups are unavailable here: \(LocalJail.cgroupsUnavailableReason ?? "")"))
+    func everyProcessOfTheRunIsInItsPidsCgroup() async throws {
+        var limits = JailLimits()
+        limits.useCgroups = true
+        limits.processes = 24
+        let executor = try Repo.executor(limits: limits)
+        var request = RunRequest(source: .script(source: """
+            import os, sys, time
+            for _ in range(5):
+                if os.fork() == 0:
+                    time.sleep(5); os._exit(0)
+            print("ready", flush=True)
+            time.sleep(3)
+            os._exit(0)
+            """, label: "forks.py"), timeout: .seconds(30))
+        let dir = "/sys/fs/cgroup/pids/sandbox-runner/\(request.runId)"
+        let seen = CgroupSeen()
+        request.onOutput = { fd, chunk in
+            guard fd == 1, String(decoding: chunk, as: UTF8.self).contains("ready") else { return }
+            seen.set(max: try? String(contentsOfFile: dir + "/pids.max", encoding: .utf8),
+                     current: try? String(contentsOfFile: dir + "/pids.current", encoding: .utf8))
+        }
+        let r = await executor.run(request)
+        #expect(r.success, "\(r.error ?? "") \(r.stderr)")
+        let (max, current) = seen.get()
+        #expect(max?.trimmingCharacters(in: .whitespacesAndNewlines) == "24", "pids.max: \(max ?? "missing")")
+        // bubblewrap's pid 1, python and its five children at least.
+        let n = Int(current?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? -1
+        #expect(n >= 7, "pids.current: \(current ?? "missing")")
+        #expect(!FileManager.default.fileExists(atPath: dir), "the run's cgroup is left behind")
+    }
+
     @Test func memoryHogFailsCleanly() async throws {
         var limits = JailLimits()
         limits.memoryBytes = 256 << 20
@@ -268,4 +304,12 @@ struct LocalJailTests {
         #expect(r.isolation == nil)
         #expect(r.error?.contains("'days'") == true)
     }
+}
+
+private final class CgroupSeen: @unchecked Sendable {
+    private let lock = NSLock()
+    private var max: String?
+    private var current: String?
+    func set(max: String?, current: String?) { lock.lock(); self.max = max; self.current = current; lock.unlock() }
+    func get() -> (String?, String?) { lock.lock(); defer { lock.unlock() }; return (max, current) }
 }

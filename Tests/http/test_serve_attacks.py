@@ -2,6 +2,7 @@
 starving real clients, runs starting after SIGTERM, and a client that hangs up keeping its sandbox."""
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import subprocess
@@ -28,6 +29,12 @@ def test_idle_and_half_sent_connections_do_not_starve_a_real_client():
             elif i % 3 == 2:
                 s.sendall(b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\nContent-Length: 100\r\n\r\n{")  # half a body
             attackers.append(s)
+        # The cap (192 descriptors less 64 + 16 per concurrent run: 64 connections) holds: NIO takes
+        # up to four connections each time it may accept, so a cap checked one "yes" at a time let
+        # 164 of these 200 stay open (HTTPAPIServer.connectionCap, ConnectionGuard.mayAccept).
+        time.sleep(0.5)
+        held = sum(1 for fd in os.listdir(f"/proc/{proc.pid}/fd") if os.readlink(f"/proc/{proc.pid}/fd/{fd}").startswith("socket:"))
+        assert held <= 64 + 1, f"{held} sockets held with a cap of 64 connections"
         t = time.monotonic()
         assert requests.get(f"{url}/healthz", timeout=10).json()["ok"] is True
         r = requests.post(f"{url}/v1/runs", headers=AUTH, json={"script": "print('{\"ok\": 1}')"}, timeout=30)
