@@ -59,7 +59,12 @@ let package = Package(
                 "E2BLocal",
                 "AgentServers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            // The static Swift runtime's link arguments export every symbol of the executable's
+            // own objects (~28,000: NIO, MCP, ours); nothing looks them up by name (the runtime
+            // and Foundation find metadata through sections, and their own symbols are hidden by
+            // --exclude-libs already), and a start-up dladdr in the runtime walks them all.
+            linkerSettings: [.unsafeFlags(["-Xlinker", "--no-export-dynamic"])]
         ),
         .testTarget(
             name: "SandboxRunnerTests",
