@@ -89,6 +89,11 @@ struct ExtractCommand: AsyncParsableCommand {
         settings.gzip = gzip
         settings.pageSize = pageSize
         settings.maxRows = maxRows
+        // Room for the state file and the bundle beside the data file: an eighth (16 MiB at most)
+        // of the smaller of the artifact limit and (local jail) the workspace.
+        let room = options.backend == "local" ? min(options.artifactLimits.maxTotalBytes, JailLimits().workspaceBytes)
+                                               : options.artifactLimits.maxTotalBytes
+        settings.maxFileBytes = max(1 << 20, room - min(16 << 20, room / 8))
         settings.maxWaitSeconds = maxWait
         settings.timeout = options.timeoutDuration ?? .seconds(900)
 
