@@ -99,13 +99,7 @@ struct ExtractCommand: AsyncParsableCommand {
 
         let setup = RunSetup.make(options: options, catalog: TemplateCatalog(builtIn: nil), context: context)
         let killer = ProcessKiller()
-        let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-            signal(sig, SIG_IGN)
-            let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            src.setEventHandler { killer.kill(cancelling: true) }
-            src.resume()
-            return src
-        }
+        let signals = killOnSignals(killer)
         defer { signals.forEach { $0.cancel() } }
 
         if list {
