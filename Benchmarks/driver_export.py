@@ -23,8 +23,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SANDBOX = ROOT / "sandbox"
-SERVER = ROOT / "tools" / "posthog-local" / "server.py"
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 SANDBOX_PYTHON = "/usr/bin/python3"
 TARGET_RATIO = 1.2
 
@@ -110,31 +108,20 @@ def main() -> int:
         worker(url, start, end, int(page))
         return 0
     import argparse
-    import signal
-    import subprocess
     import urllib.request
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _posthog_local import posthog_local
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="bulk events in posthog-local")
     parser.add_argument("--page-size", type=int, default=10_000, help="export_events page size")
     args = parser.parse_args()
 
-    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
     started = time.monotonic()
     # --no-limits: this measures the driver's memory, not PostHog's 120 queries/hour (the driver
     # waits those out; Tests/driver/test_driver_limits.py covers that under a compressed budget)
-    server = subprocess.Popen([python, str(SERVER), "--port", "0", "--bulk-events", str(args.events), "--no-limits"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert server.stdout is not None
-        first = server.stdout.readline().strip()
-        if not first.startswith("posthog-local listening on "):
-            print(f"posthog-local did not start: {first!r}", file=sys.stderr)
-            return 70
-        url = first.rsplit(" ", 1)[1]
-        line = first
-        while not line.startswith("data:"):
-            line = server.stdout.readline().strip()
+    with posthog_local("--bulk-events", str(args.events), "--no-limits") as url:
         print(f"posthog-local with {args.events:,} bulk events ready in {time.monotonic() - started:.1f} s")
         with urllib.request.urlopen(f"{url}/_local/truths", timeout=30) as response:
             bulk = json.load(response)["bulk"]
@@ -155,14 +142,14 @@ def main() -> int:
         verdict = "met" if ratio <= TARGET_RATIO else "NOT met"
         print(f"peak RSS 1M / 100k: {ratio:.3f}x (target <= {TARGET_RATIO}x: {verdict}); page size {args.page_size:,}")
         return 0 if ratio <= TARGET_RATIO and all(r["ordered"] for r in results.values()) else 1
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _posthog_local import NotStarted
+
+    try:
+        sys.exit(main())
+    except NotStarted as e:
+        print(e, file=sys.stderr)
+        sys.exit(70)

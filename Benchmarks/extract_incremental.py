@@ -5,23 +5,26 @@ in one run; events per second and peak memory of the sandbox and of the runner.
 Starts posthog-local with its bulk dataset (1,000,000 extra events over 30 days; --no-limits: this
 measures the extraction, not PostHog's 120 queries an hour, which Tests/extract covers), then runs
 the release binary's `sandbox-runner extract events --max-rows 100000` ten times on one state file
-(each run continues where the previous stopped), and once more with a fresh state and no
---max-rows over the same window. Every run goes through the real jail and the egress proxy
-(`--network posthog`, the default). Peak memory comes from the runner's own report
+(each run continues where the previous stopped; the bulk events come first, then the demo
+dataset's), and once with a fresh state and --max-rows 1000000: the same million bulk events in one
+run, so that the two compare runs over the same kind of rows. Every run goes through the real jail and the egress proxy
+(`--network posthog`, the default), writing gzip'd JSONL (a million rows as plain JSONL would
+not fit in one run: a run's file stops below its workspace and artifact limits, 256 MiB, and the
+run ends as partial "size"). Peak memory comes from the runner's own report
 (`peakRssKiB.runner`: the runner process, `peakRssKiB.sandbox`: the sandbox's process tree).
 
-Targets: memory flat, i.e. peak(1M run) / peak(100k run) <= 1.1 for the runner and for the
-sandbox, and the tenth 100k run no bigger than 1.1x the first (the state does not grow with
-history); the ten runs deliver every event exactly once (the uuids of the files, counted).
+Targets: memory flat, i.e. peak(1M run) / peak(biggest 100k run of the same events) <= 1.1 for
+the runner and for the sandbox, and the ninth 100k run no bigger than 1.1x the first (the state does not grow with
+history); the successive runs deliver every event exactly once (the uuids of the files, counted).
 
     .venv/bin/python Benchmarks/extract_incremental.py [--events 1000000] [--batch 100000]
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,17 +32,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _posthog_local import NotStarted, posthog_local
+
 TITLE = "Incremental extraction: 1M events in runs of 100k, memory flat"
 ROOT = Path(__file__).resolve().parents[1]
-SERVER = ROOT / "tools" / "posthog-local" / "server.py"
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 BINARY = os.environ.get("SANDBOX_RUNNER_BIN", str(ROOT / ".build" / "release" / "sandbox-runner"))
 TARGET_RATIO = 1.1
 
 
 def extract(env: dict[str, str], state: Path, out: Path, since: str, batch: int | None) -> dict:
     args = [BINARY, "extract", "events", "--state", str(state), "--out-dir", str(out), "--since", since, "--json",
-            "--timeout", "3600"]
+            "--timeout", "3600", "--gzip"]
     if batch:
         args += ["--max-rows", str(batch)]
     started = time.monotonic()
@@ -58,7 +61,7 @@ def extract(env: dict[str, str], state: Path, out: Path, since: str, batch: int 
 def count_uuids(path: str, seen: set[str]) -> tuple[int, int]:
     """Rows in a delivered JSONL file and how many of their uuids were delivered before."""
     rows = repeats = 0
-    with open(path, encoding="utf-8") as f:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
         for line in f:
             uid = json.loads(line)["uuid"]
             rows += 1
@@ -77,19 +80,7 @@ def main() -> int:
         print(f"{BINARY} is missing: build it first (make bench builds the release binary).", file=sys.stderr)
         return 70
 
-    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
-    server = subprocess.Popen([python, str(SERVER), "--port", "0", "--bulk-events", str(args.events), "--no-limits"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert server.stdout is not None
-        first = server.stdout.readline().strip()
-        if not first.startswith("posthog-local listening on "):
-            print(f"posthog-local did not start: {first!r}", file=sys.stderr)
-            return 70
-        url = first.rsplit(" ", 1)[1]
-        line = first
-        while not line.startswith("data:"):
-            line = server.stdout.readline().strip()
+    with posthog_local("--bulk-events", str(args.events), "--no-limits") as url:
         with urllib.request.urlopen(f"{url}/_local/truths", timeout=30) as response:
             bulk = json.load(response)["bulk"]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTHOG_", "SANDBOX_RUNNER_"))}
@@ -126,29 +117,35 @@ def main() -> int:
             print(f"  {len(runs)} runs: {total:,} events ({len(seen):,} distinct uuids, {repeats} delivered twice) "
                   f"in {incremental_seconds:.1f} s, {total / incremental_seconds:,.0f} events/s")
 
-            whole = extract(env, Path(work) / "whole.state.json", out, since, None)
+            whole = extract(env, Path(work) / "whole.state.json", out, since, args.events)
             show("all", whole)
             os.unlink(whole["file"]["path"])
 
-        first, last = runs[0]["peakRssKiB"], runs[-2 if len(runs) > 1 and runs[-1]["rows"] < args.batch else -1]["peakRssKiB"]
-        ok = repeats == 0 and whole["rows"] == total == len(seen) and total >= args.events
-        print(f"  every event once: {'yes' if ok else 'NO'} (one run: {whole['rows']:,}; successive: {total:,})")
+        bulk_runs = runs[:args.events // args.batch]  # the runs that read bulk events only
+        # Growth is read on the last batch but one: the last bulk batch's final page reaches past
+        # the bulk into the demo dataset's events (bigger rows, more properties), which says
+        # nothing about history.
+        first, last = bulk_runs[0]["peakRssKiB"], bulk_runs[-2]["peakRssKiB"]
+        ok = repeats == 0 and total == len(seen) and total >= args.events and whole["rows"] == args.events \
+            and sum(d["rows"] for d in bulk_runs) == args.events
+        print(f"  every event once: {'yes' if ok else 'NO'}; {args.events:,} bulk events in one run and in "
+              f"{len(bulk_runs)} runs of {args.batch:,}")
         for who in ("runner", "sandbox"):
-            ratio = whole["peakRssKiB"][who] / first[who]
+            # Against the biggest batch over the same events: a run's peak is one page of rows, and
+            # a page that reaches past the bulk into the demo dataset's richer rows (the last
+            # batch's, and the one run's when its slices end there) weighs ~8 MiB more.
+            ratio = whole["peakRssKiB"][who] / max(d["peakRssKiB"][who] for d in bulk_runs)
             growth = last[who] / first[who]
             met = ratio <= TARGET_RATIO and growth <= TARGET_RATIO
             ok = ok and met
-            print(f"  {who}: peak 1M run / 100k run {ratio:.3f}x, last 100k run / first {growth:.3f}x "
+            print(f"  {who}: peak of the one run / biggest batch {ratio:.3f}x, batch {len(bulk_runs) - 1} / batch 1 {growth:.3f}x "
                   f"(target <= {TARGET_RATIO}x: {'met' if met else 'NOT met'})")
         return 0 if ok else 1
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except NotStarted as e:
+        print(e, file=sys.stderr)
+        sys.exit(70)

@@ -16,16 +16,13 @@ under the target of 1 s. Exits 1 when the target is missed.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SERVER = ROOT / "tools" / "posthog-local" / "server.py"
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+from _posthog_local import NotStarted, posthog_local
+
 TARGET_S = 1.0
 KEY = "phx_demo_personal_key"
 STEPS = ["$pageview", "dashboard_viewed", "report_created", "report_exported", "$autocapture"]
@@ -57,16 +54,7 @@ def timed(url: str, hogql: str) -> tuple[float, list]:
 
 
 def main() -> int:
-    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
-    server = subprocess.Popen([python, str(SERVER), "--port", "0", "--no-limits"], stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True, env={"PATH": "/usr/bin:/bin"})
-    try:
-        assert server.stdout is not None
-        first = server.stdout.readline().strip()
-        if not first.startswith("posthog-local listening on "):
-            print(f"posthog-local did not start: {first!r}", file=sys.stderr)
-            return 70
-        url = first.rsplit(" ", 1)[1]
+    with posthog_local("--no-limits", env={"PATH": "/usr/bin:/bin"}) as url:
         best: dict[str, float] = {}
         for name, hogql in QUERIES.items():
             timed(url, hogql)  # warm-up
@@ -83,14 +71,11 @@ def main() -> int:
         print(f"5-step funnel over the demo dataset: {best['funnel-5']:.3f} s (target < {TARGET_S:g} s: "
               f"{'met' if met else 'NOT met'})")
         return 0 if met else 1
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except NotStarted as e:
+        print(e, file=sys.stderr)
+        sys.exit(70)

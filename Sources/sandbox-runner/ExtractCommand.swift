@@ -89,18 +89,17 @@ struct ExtractCommand: AsyncParsableCommand {
         settings.gzip = gzip
         settings.pageSize = pageSize
         settings.maxRows = maxRows
+        // Room for the state file and the bundle beside the data file: an eighth (16 MiB at most)
+        // of the smaller of the artifact limit and (local jail) the workspace.
+        let room = options.backend == "local" ? min(options.artifactLimits.maxTotalBytes, JailLimits().workspaceBytes)
+                                               : options.artifactLimits.maxTotalBytes
+        settings.maxFileBytes = max(1 << 20, room - min(16 << 20, room / 8))
         settings.maxWaitSeconds = maxWait
         settings.timeout = options.timeoutDuration ?? .seconds(900)
 
         let setup = RunSetup.make(options: options, catalog: TemplateCatalog(builtIn: nil), context: context)
         let killer = ProcessKiller()
-        let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-            signal(sig, SIG_IGN)
-            let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            src.setEventHandler { killer.kill(cancelling: true) }
-            src.resume()
-            return src
-        }
+        let signals = killOnSignals(killer)
         defer { signals.forEach { $0.cancel() } }
 
         if list {

@@ -39,13 +39,7 @@ func performRun(_ request: RunRequest, options: RunOptions, output: OutputOption
     executor.postHogNetwork = options.network ?? .posthog
 
     let killer = ProcessKiller()
-    let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-        signal(sig, SIG_IGN)
-        let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        src.setEventHandler { killer.kill(cancelling: true) }
-        src.resume()
-        return src
-    }
+    let signals = killOnSignals(killer)
     // Progress: the driver's lines read from the live stderr, one updating line on a terminal.
     var progress: ProgressDisplay?
     if presentation.wantsProgress && times == 1 {
@@ -77,6 +71,18 @@ func performRun(_ request: RunRequest, options: RunOptions, output: OutputOption
     stopBackend(backend)
     server?.stop()
     finish(worst.exitStatus)
+}
+
+/// SIGINT and SIGTERM kill the sandbox (its run ends as cancelled) instead of the runner; cancel
+/// the sources returned to restore nothing but stop listening.
+func killOnSignals(_ killer: ProcessKiller) -> [DispatchSourceSignal] {
+    [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+        signal(sig, SIG_IGN)
+        let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        src.setEventHandler { killer.kill(cancelling: true) }
+        src.resume()
+        return src
+    }
 }
 
 /// Waits for the backend's pending cleanup (E2B kills) and says what could not be cleaned up.

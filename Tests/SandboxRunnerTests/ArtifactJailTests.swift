@@ -188,4 +188,18 @@ struct ArtifactAttackTests {
         r = try runCLI(["exec", file.path, "--json", "--out-dir", dir.path + "/mine2"], in: dir.path)
         #expect(r.json?["artifacts"]?.arrayValue?.first?["path"] == .string(dir.path + "/mine2/f0"))
     }
+
+    /// A file bigger than the pipe's buffer past the byte limit: the receiver stopped reading but
+    /// kept the pipe open, so run.py blocked on a full pipe and the run ended by its timeout
+    /// (60 s, "timeout") instead of the limit's sentence. Now the refusal closes the pipe at once.
+    @Test func pastTheByteLimitABigFileEndsTheRunAtOnceNotByTimeout() throws {
+        let dir = ScratchDir("cli")
+        let file = dir.url.appendingPathComponent("big.py")
+        try Data("import os\nos.makedirs('out')\nopen('out/big.bin', 'wb').write(b'x' * (8 << 20))\n".utf8).write(to: file)
+        let r = try runCLI(["exec", file.path, "--json", "--max-artifact-bytes", "\(1 << 20)", "--timeout", "30"], in: dir.path)
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.json?["timedOut"] == .bool(false), "\(r.stdout)")
+        #expect(r.json?["error"]?.stringValue?.contains("past the limit of 1048576 bytes (--max-artifact-bytes)") == true, "\(r.stdout)")
+        #expect(delivered(dir).filter { $0.hasSuffix("big.bin") }.isEmpty, "\(delivered(dir))")
+    }
 }

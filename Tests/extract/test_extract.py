@@ -185,3 +185,31 @@ def test_doctor_names_the_posthog_problem(server: Server, case: str, category: s
     assert posthog["message"].endswith(".") and len(posthog["message"]) < 300
     assert secret not in done.stdout and secret not in done.stderr
     assert "phx_demo_personal_key" not in done.stdout
+
+
+def test_a_window_bigger_than_a_run_may_hand_back_ends_as_partial_and_continues(server: Server, tmp_path: Path) -> None:
+    """The data file is written in the sandbox's workspace (256 MiB) and handed back under the
+    artifact limit: a window that does not fit used to fail the run with ENOSPC (or the limit) and
+    deliver nothing however often it was rerun. Now each run stops below the smaller of the two
+    ("size"), and the next run continues: every event once."""
+    since = "2026-10-16T00:00:00Z"  # about 45,000 demo events, ~32 MB as JSONL
+    limit = 12 << 20
+    out = tmp_path / "out"
+    state = tmp_path / "limited.state.json"
+    uuids: list[str] = []
+    for attempt in range(12):
+        status, doc, err = extract(server, state, out, "--since", since, "--max-artifact-bytes", str(limit), "--lookback-minutes", "0")
+        assert status == 0 and doc["success"], (doc.get("error"), err)
+        if doc["rows"] == 0:
+            break
+        assert doc["file"]["bytes"] <= limit - limit // 8, doc["file"]
+        with open(doc["file"]["path"], encoding="utf-8") as f:
+            uuids += [json.loads(line)["uuid"] for line in f]
+        if attempt == 0:
+            assert doc["partial"] and doc["reason"] == "size", doc
+    else:
+        raise AssertionError("the extraction did not end")
+    assert attempt >= 3, "the window fit in one run: the test no longer exercises the size bound"
+    status, whole, err = extract(server, tmp_path / "whole.state.json", tmp_path / "whole", "--since", since, "--lookback-minutes", "0")
+    assert status == 0 and whole["success"] and not whole["partial"], (whole.get("error"), err)
+    assert len(uuids) == len(set(uuids)) == whole["rows"]

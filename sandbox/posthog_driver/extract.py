@@ -90,6 +90,9 @@ def _iso(micros: int) -> str:
 
 
 # -- output --------------------------------------------------------------------------------------
+SIZE_SLACK = 2 << 20  # bytes a RowWriter may hold before they reach the file (64 KiB buffer, gzip's)
+
+
 class HashingFile:
     """The data file: bytes hashed and counted as they are written (no second read)."""
 
@@ -319,11 +322,23 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
             f.flush()
             os.fsync(f.fileno())
         summary.update({"file": data_name, "bytes": size, "sha256": digest, "state": "state.json"})
-    import resource
-
-    summary["peakRssKiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    summary["peakRssKiB"] = _peak_rss_kib()
     summary["seconds"] = round(time.monotonic() - started, 3)
     return summary
+
+
+def _peak_rss_kib() -> int:
+    """This process's own peak RSS in KiB: VmHWM (ru_maxrss carries the exec'ing parent's size)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def _snapshot(client: Any, name: str, config: dict[str, Any], state: dict[str, Any] | None,
@@ -357,6 +372,10 @@ def _incremental(client: Any, name: str, spec: dict[str, Any], config: dict[str,
     listed = set(columns)
     deadline = started + float(config.get("deadline_seconds") or 1e9)
     max_rows = config.get("max_rows")
+    # The file must fit where it is written (the sandbox's workspace) and under the run's artifact
+    # limit: the run ends as partial ("size") before either, and the next run continues. The
+    # bytes not yet flushed (text, buffer and gzip's) are under SIZE_SLACK.
+    max_bytes = config.get("max_bytes")
     partial, reason, retry_after = False, None, None
     skipped = 0
     best = watermark
@@ -397,6 +416,9 @@ def _incremental(client: Any, name: str, spec: dict[str, Any], config: dict[str,
                     del seen[old]
             if max_rows and writer.rows >= max_rows:
                 partial, reason = True, "max_rows"
+                break
+            if max_bytes and writer.raw.size + SIZE_SLACK >= max_bytes:
+                partial, reason = True, "size"
                 break
             if time.monotonic() > deadline:
                 partial, reason = True, "deadline"

@@ -26,6 +26,9 @@ final class ArtifactPipe: @unchecked Sendable {
         self.receiver = receiver
         let thread = Thread { [self] in
             let collected = receiver.consume(fd: readEnd)
+            // Closed as soon as the receiver stops (the end, or a refusal such as a limit): a
+            // writer still writing gets EPIPE instead of blocking on a full pipe until the timeout.
+            close(readEnd)
             condition.lock()
             result = collected
             condition.broadcast()
@@ -34,8 +37,6 @@ final class ArtifactPipe: @unchecked Sendable {
         thread.name = "sandbox-runner.artifacts"
         thread.start()
     }
-
-    deinit { close(readEnd) }
 
     private func closeWriteEnd() {
         condition.lock()

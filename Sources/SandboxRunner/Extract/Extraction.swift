@@ -22,6 +22,9 @@ public struct ExtractionSettings: Sendable {
     public var pageSize = 10_000
     /// Stop after this many rows (the state continues from there); nil: no bound.
     public var maxRows: Int?
+    /// Bytes the data file may reach (it must fit in the sandbox's workspace and under the run's
+    /// artifact limit): the run ends as partial ("size") before, and the next continues. nil: no bound.
+    public var maxFileBytes: Int?
     /// Seconds one PostHog call may wait out throttling before the run ends early (partial).
     public var maxWaitSeconds = 10
     public var timeout: Duration = .seconds(900)
@@ -40,7 +43,8 @@ public struct ExtractionSettings: Sendable {
         return .object([
             "resource": .string(resource), "events": .array(events.sorted().map(JSONValue.string)), "since": .string(since),
             "until": .string(until), "lookback_minutes": .int(lookbackMinutes), "format": .string(format), "gzip": .bool(gzip),
-            "page_size": .int(pageSize), "max_rows": maxRows.map(JSONValue.int) ?? .null, "max_wait": .int(maxWaitSeconds),
+            "page_size": .int(pageSize), "max_rows": maxRows.map(JSONValue.int) ?? .null, "max_bytes": maxFileBytes.map(JSONValue.int) ?? .null,
+            "max_wait": .int(maxWaitSeconds),
             // The script ends by itself (with what it has, a consistent state) before the run's timeout kills it.
             "deadline_seconds": .int(max(5, Int(timeout.components.seconds) - margin)), "list": .bool(list),
         ])

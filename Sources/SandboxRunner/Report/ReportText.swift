@@ -8,17 +8,7 @@ public enum ReportText {
     /// text (bidirectional overrides and isolates, U+FEFF) and XML-invalid noncharacters written
     /// the same way, so a value cannot rewrite the screen, reorder a table or break the HTML.
     public static func clean(_ text: String) -> String {
-        let escaped = TerminalText.escape(text)
-        guard escaped.unicodeScalars.contains(where: needsEscape) else { return escaped }
-        var out = String.UnicodeScalarView()
-        for s in escaped.unicodeScalars {
-            if needsEscape(s) {
-                out.append(contentsOf: "\\u{\(String(s.value, radix: 16, uppercase: true))}".unicodeScalars)
-            } else {
-                out.append(s)
-            }
-        }
-        return String(out)
+        TerminalText.escape(text) { TerminalText.isControl($0) || needsEscape($0) }
     }
 
     static func needsEscape(_ s: Unicode.Scalar) -> Bool {

@@ -9,12 +9,13 @@ public enum TerminalText {
         return (v < 0x20 && v != 0x0A && v != 0x09) || v == 0x7F || (0x80...0x9F).contains(v)
     }
 
-    /// Control characters as `\u{1B}`-style escapes; everything else unchanged.
-    public static func escape(_ text: String) -> String {
-        guard text.unicodeScalars.contains(where: isControl) else { return text }
+    /// Control characters (or the scalars `shouldEscape` names) as `\u{1B}`-style escapes;
+    /// everything else unchanged.
+    public static func escape(_ text: String, where shouldEscape: (Unicode.Scalar) -> Bool = isControl) -> String {
+        guard text.unicodeScalars.contains(where: shouldEscape) else { return text }
         var out = String.UnicodeScalarView()
         for s in text.unicodeScalars {
-            if isControl(s) {
+            if shouldEscape(s) {
                 out.append(contentsOf: "\\u{\(String(s.value, radix: 16, uppercase: true))}".unicodeScalars)
             } else {
                 out.append(s)
