@@ -14,30 +14,24 @@ let package = Package(
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
     ],
     targets: [
-        .systemLibrary(
-            name: "CCurl",
-            pkgConfig: "libcurl",
-            providers: [.apt(["libcurl4-openssl-dev"])]
-        ),
-        .systemLibrary(
-            name: "CArchive",
-            pkgConfig: "libarchive",
-            providers: [.apt(["libarchive-dev"])]
-        ),
-        .systemLibrary(
-            name: "CSeccomp",
-            pkgConfig: "libseccomp",
-            providers: [.apt(["libseccomp-dev"])]
+        // libcurl, libarchive, libseccomp and OpenSSL: headers only (libcurl4-openssl-dev,
+        // libarchive-dev, libseccomp-dev, libssl-dev). None is linked: CLazyLink loads each on the
+        // first call of one of its functions, so a command that needs none of them (`--version`,
+        // `list`, a local `exec` but for libseccomp) does not load ~40 shared libraries at start.
+        .systemLibrary(name: "CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CArchive", providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(name: "CSeccomp", providers: [.apt(["libseccomp-dev"])]),
+        .target(
+            name: "CLazyLink",
+            exclude: ["symbols.def", "link"],
+            linkerSettings: [.linkedLibrary("dl"), .unsafeFlags(["-L", Context.packageDirectory + "/Sources/CLazyLink/link"])]
         ),
         .target(name: "CSystemShims"),
-        // e2b-local's launcher and TLS front: the system OpenSSL that libcurl already loads (libssl-dev).
-        .target(
-            name: "CE2BLocal",
-            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
-        ),
+        // e2b-local's launcher and TLS front: the system OpenSSL (libssl-dev), loaded by CLazyLink.
+        .target(name: "CE2BLocal", dependencies: ["CLazyLink"]),
         .target(
             name: "SandboxRunner",
-            dependencies: ["CCurl", "CArchive", "CSeccomp", "CSystemShims"],
+            dependencies: ["CCurl", "CArchive", "CSeccomp", "CSystemShims", "CLazyLink"],
             exclude: ["Egress/README.md"]
         ),
         .target(
@@ -65,7 +59,12 @@ let package = Package(
                 "E2BLocal",
                 "AgentServers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            // The static Swift runtime's link arguments export every symbol of the executable's
+            // own objects (~28,000: NIO, MCP, ours); nothing looks them up by name (the runtime
+            // and Foundation find metadata through sections, and their own symbols are hidden by
+            // --exclude-libs already), and a start-up dladdr in the runtime walks them all.
+            linkerSettings: [.unsafeFlags(["-Xlinker", "--no-export-dynamic"])]
         ),
         .testTarget(
             name: "SandboxRunnerTests",

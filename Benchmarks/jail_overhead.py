@@ -22,6 +22,7 @@ import argparse
 import base64
 import json
 import os
+import random
 import resource
 import shutil
 import statistics
@@ -65,6 +66,7 @@ class Floor:
             os.close(fd)
             fds.append(HIGH_FD + i)
         n, lim = len(fds), self.limits
+        uid = JAIL_UID + random.randrange(500_000)  # a fresh uid per run, as the runner does (RLIMIT_NPROC counts per uid)
 
         def child() -> None:
             for i in range(n):
@@ -74,12 +76,14 @@ class Floor:
                                (resource.RLIMIT_NOFILE, lim["nofile"]), (resource.RLIMIT_CORE, 0)):
                 resource.setrlimit(res, (value, value))
             os.setgroups([])
-            os.setresgid(JAIL_UID, JAIL_UID, JAIL_UID)
-            os.setresuid(JAIL_UID, JAIL_UID, JAIL_UID)
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
 
         try:
-            subprocess.run(self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
-                           preexec_fn=child, close_fds=False, cwd="/")  # Python's own descriptors are not inheritable
+            r = subprocess.run(self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               preexec_fn=child, close_fds=False, cwd="/")  # Python's own descriptors are not inheritable
+            if r.returncode != 0:
+                raise RuntimeError(f"the floor (bare bwrap) failed with {r.returncode}: {r.stderr.decode(errors='replace')[-500:]}")
         finally:
             for fd in fds:
                 os.close(fd)

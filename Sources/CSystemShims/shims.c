@@ -534,6 +534,79 @@ static void sr_sha256_block(sr_sha256_ctx *c, const unsigned char *p) {
     c->h[0] += a; c->h[1] += b; c->h[2] += cc; c->h[3] += d; c->h[4] += e; c->h[5] += f; c->h[6] += g; c->h[7] += h;
 }
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+
+/* The SHA extensions (SHA-NI: Intel since Goldmont/Ice Lake, AMD since Zen): the same
+   compression, ~10x fewer instructions. Chosen once at run time (cpuid), the portable code above
+   otherwise; a test checks both against sha256sum. */
+__attribute__((target("sha,sse4.1,ssse3")))
+static void sr_sha256_blocks_shani(unsigned int h[8], const unsigned char *p, size_t blocks) {
+    const __m128i mask = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i tmp = _mm_loadu_si128((const __m128i *)&h[0]);
+    __m128i state1 = _mm_loadu_si128((const __m128i *)&h[4]);
+    tmp = _mm_shuffle_epi32(tmp, 0xB1);             /* CDAB */
+    state1 = _mm_shuffle_epi32(state1, 0x1B);       /* EFGH */
+    __m128i state0 = _mm_alignr_epi8(tmp, state1, 8); /* ABEF */
+    state1 = _mm_blend_epi16(state1, tmp, 0xF0);    /* CDGH */
+    while (blocks--) {
+        __m128i abef = state0, cdgh = state1, w[4];
+        for (int i = 0; i < 16; i++) {
+            if (i < 4) {
+                w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), mask);
+            } else {
+                /* W[i] from W[i-4], W[i-3], W[i-2], W[i-1] (a ring of four). */
+                __m128i m = _mm_sha256msg1_epu32(w[i & 3], w[(i + 1) & 3]);
+                m = _mm_add_epi32(m, _mm_alignr_epi8(w[(i + 3) & 3], w[(i + 2) & 3], 4));
+                w[i & 3] = _mm_sha256msg2_epu32(m, w[(i + 3) & 3]);
+            }
+            __m128i msg = _mm_add_epi32(w[i & 3], _mm_loadu_si128((const __m128i *)&sr_sha256_k[4 * i]));
+            state1 = _mm_sha256rnds2_epu32(state1, state0, msg);
+            msg = _mm_shuffle_epi32(msg, 0x0E);
+            state0 = _mm_sha256rnds2_epu32(state0, state1, msg);
+        }
+        state0 = _mm_add_epi32(state0, abef);
+        state1 = _mm_add_epi32(state1, cdgh);
+        p += 64;
+    }
+    tmp = _mm_shuffle_epi32(state0, 0x1B);          /* FEBA */
+    state1 = _mm_shuffle_epi32(state1, 0xB1);       /* DCHG */
+    state0 = _mm_blend_epi16(tmp, state1, 0xF0);    /* DCBA */
+    state1 = _mm_alignr_epi8(state1, tmp, 8);       /* ABEF -> HGFE order in memory */
+    _mm_storeu_si128((__m128i *)&h[0], state0);
+    _mm_storeu_si128((__m128i *)&h[4], state1);
+}
+
+static int sr_sha256_have_shani(void) {
+    static int have = -1;
+    int v = __atomic_load_n(&have, __ATOMIC_RELAXED);
+    if (v < 0) {
+        unsigned int a, b, c, d;
+        int sse41 = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_1) && (c & bit_SSSE3);
+        int sha = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29));
+        v = sse41 && sha && getenv("SANDBOX_RUNNER_SHA256_PORTABLE") == NULL;
+        __atomic_store_n(&have, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+#endif
+
+static void sr_sha256_blocks(sr_sha256_ctx *c, const unsigned char *p, size_t blocks) {
+#if defined(__x86_64__)
+    if (sr_sha256_have_shani()) { sr_sha256_blocks_shani(c->h, p, blocks); return; }
+#endif
+    for (; blocks; blocks--, p += 64) sr_sha256_block(c, p);
+}
+
+int sr_sha256_accelerated(void) {
+#if defined(__x86_64__)
+    return sr_sha256_have_shani();
+#else
+    return 0;
+#endif
+}
+
 void sr_sha256_init(sr_sha256_ctx *c) {
     static const unsigned int iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
     memcpy(c->h, iv, sizeof iv);
@@ -551,13 +624,13 @@ void sr_sha256_update(sr_sha256_ctx *c, const void *data, size_t len) {
         p += take;
         len -= take;
         if (c->used < 64) return;
-        sr_sha256_block(c, c->block);
+        sr_sha256_blocks(c, c->block, 1);
         c->used = 0;
     }
-    while (len >= 64) {
-        sr_sha256_block(c, p);
-        p += 64;
-        len -= 64;
+    if (len >= 64) {
+        sr_sha256_blocks(c, p, len / 64);
+        p += len - len % 64;
+        len %= 64;
     }
     memcpy(c->block, p, len);
     c->used = (unsigned int)len;

@@ -13,6 +13,7 @@ final class TLSFront: @unchecked Sendable {
     private var stopped = false
 
     init(host: String, port: Int, tls: E2BLocalConfiguration.TLSFiles, upstream: String) throws {
+        try LazyLibrary.require(.ssl)
         var bound: Int32 = 0
         var err = [CChar](repeating: 0, count: 512)
         guard let h = e2bl_tls_start(host, Int32(port), tls.certificateChain, tls.privateKey, upstream, &bound, &err, err.count) else {
@@ -31,6 +32,7 @@ final class TLSFront: @unchecked Sendable {
 
     /// Writes `ca.pem`, `cert.pem` and `key.pem` for `domain` into `directory`.
     static func makeCertificates(in directory: String, domain: String) throws -> E2BLocalConfiguration.TLSFiles {
+        try LazyLibrary.require(.ssl)
         var err = [CChar](repeating: 0, count: 512)
         guard e2bl_make_certificates(directory, domain, &err, err.count) == 0 else {
             throw RunnerError(.internalError, "e2b-local could not make its TLS certificates in \(directory): \(String(cString: err))")

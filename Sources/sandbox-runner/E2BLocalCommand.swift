@@ -54,6 +54,7 @@ struct E2BLocalCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        LazyLibrary.preloadAll()
         var config = E2BLocalConfiguration()
         config.host = host
         config.port = port

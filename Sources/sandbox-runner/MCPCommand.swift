@@ -20,6 +20,7 @@ struct MCPCommand: AsyncParsableCommand {
     var artifactsRetention = 3600
 
     func run() async throws {
+        LazyLibrary.preloadAll()
         let context = try Context.load()
         refuseHostNetwork(options, allowed: allowHostNetwork, command: "mcp")
         let catalog = catalogOptions.catalog(context)

@@ -46,6 +46,7 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        LazyLibrary.preloadAll()
         let context = try Context.load()
         let token = context.environment["SANDBOX_RUNNER_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         let loopback = ["127.0.0.1", "::1", "localhost"].contains(host)

@@ -108,4 +108,7 @@ void sr_sha256_init(sr_sha256_ctx *ctx);
 void sr_sha256_update(sr_sha256_ctx *ctx, const void *data, size_t len);
 /* Writes the 32-byte digest; the context must be initialised again before reuse. */
 void sr_sha256_final(sr_sha256_ctx *ctx, unsigned char out[32]);
+/* 1 when the compression runs on the CPU's SHA extensions (x86-64 SHA-NI), 0 for the portable
+   code (also forced by SANDBOX_RUNNER_SHA256_PORTABLE=1 in the environment, for the tests). */
+int sr_sha256_accelerated(void);
 #endif

@@ -7,6 +7,8 @@ import Foundation
 public struct BundleAssembler: Sendable {
     public var sandboxDirectory: URL
     private let driverFiles: [String: [UInt8]]
+    /// SHA-256 of each driver file, hashed once here rather than at every run.
+    private let driverDigests: [String: [UInt8]]
 
     public init(sandboxDirectory: URL) throws {
         self.sandboxDirectory = sandboxDirectory
@@ -27,6 +29,7 @@ public struct BundleAssembler: Sendable {
             }
         }
         driverFiles = files
+        driverDigests = files.mapValues { SHA256.digest($0) }
     }
 
     /// `extraFiles`: more inputs for the run (an extraction's state), beside the script; they may
@@ -46,6 +49,6 @@ public struct BundleAssembler: Sendable {
             "variables": .object(variables),
         ])
         files["run.json"] = Array(runJSON.jsonText(pretty: true).utf8)
-        return try BundleBuilder.build(files: files)
+        return try BundleBuilder.build(files: files, knownDigests: driverDigests)
     }
 }

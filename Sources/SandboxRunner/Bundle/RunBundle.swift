@@ -1,22 +1,97 @@
 import CArchive
 import Foundation
 
-/// The archive shipped to a sandbox: `run.py`, `posthog_driver/…`, `template.py`, `run.json`.
-/// Deterministic: the same inputs give the same bytes and the same sha256.
+/// What is shipped to a sandbox: `run.py`, `posthog_driver/…`, `template.py`, `run.json`.
+/// Deterministic: the same inputs give the same entries, the same archive bytes and the same sha256.
+///
+/// The local jail takes the entries as they are (bubblewrap puts them into the jail's tmpfs from
+/// memory); the gzip'd tar is made only when asked for (`archive()`: E2B uploads it, weak mode
+/// unpacks it), once per bundle. `sha256` identifies the contents, not the archive bytes: it is
+/// the SHA-256 of the entries in archive order (see `contentDigest`), so a local run never gzips.
 public struct RunBundle: Sendable {
-    public var bytes: [UInt8]
-    public var sha256: String
-    /// Entry paths in archive order.
-    public var entries: [String]
+    public struct Entry: Sendable, Equatable {
+        /// Relative path, without a trailing slash.
+        public var path: String
+        public var isDirectory: Bool
+        public var bytes: [UInt8]
+    }
+
+    /// Every directory and file, in archive order.
+    public let contents: [Entry]
+    public let sha256: String
+    private let cache = ArchiveCache()
+
+    /// Entry paths in archive order (directories with a trailing slash).
+    public var entries: [String] { contents.map { $0.isDirectory ? $0.path + "/" : $0.path } }
+
+    init(contents: [Entry], knownDigests: [String: [UInt8]] = [:]) {
+        self.contents = contents
+        self.sha256 = Self.contentDigest(contents, knownDigests: knownDigests)
+    }
+
+    /// The bundle as a gzip'd tar (libarchive): sorted entries, fixed mtime/owner/mode, gzip
+    /// without a timestamp. Made on first use and kept.
+    public func archive() throws -> [UInt8] {
+        try cache.get { try BundleBuilder.archive(contents) }
+    }
+
+    /// SHA-256 of a canonical encoding of the entries: a version line, then per entry its path,
+    /// NUL, `d` (directory) or `f<size>` (file), NUL, and for a file the SHA-256 of its bytes.
+    /// Names cannot hold NUL and every field has a fixed or marked end, so two different bundles
+    /// never encode alike. `knownDigests` (path → SHA-256 of those bytes) spares hashing files
+    /// that do not change between runs (the driver: BundleAssembler hashes it once).
+    static func contentDigest(_ contents: [Entry], knownDigests: [String: [UInt8]] = [:]) -> String {
+        var h = SHA256()
+        h.update(Array("sandbox-runner bundle 1\n".utf8))
+        for e in contents {
+            h.update(Array(e.path.utf8) + [0])
+            h.update(Array((e.isDirectory ? "d" : "f\(e.bytes.count)").utf8) + [0])
+            if !e.isDirectory { h.update(knownDigests[e.path] ?? SHA256.digest(e.bytes)) }
+        }
+        return h.finalizeHex()
+    }
 }
 
-/// Builds bundles with libarchive: sorted entries, fixed mtime/owner/mode, gzip without a timestamp.
+/// The archive of one bundle, made at most once (a bundle is shared between threads).
+private final class ArchiveCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var bytes: [UInt8]?
+
+    func get(_ make: () throws -> [UInt8]) throws -> [UInt8] {
+        lock.lock()
+        defer { lock.unlock() }
+        if let bytes { return bytes }
+        let made = try make()
+        bytes = made
+        return made
+    }
+}
+
+/// Builds bundles: the entries of a file map, and their archive with libarchive.
 public enum BundleBuilder {
     /// 2000-01-01T00:00:00Z: a fixed mtime for every entry.
     static let fixedMTime = 946_684_800
 
-    /// Files of the bundle as path → contents.
-    public static func build(files: [String: [UInt8]]) throws -> RunBundle {
+    /// Files of the bundle as path → contents; the directories they need are added.
+    /// `knownDigests`: SHA-256 of some of those files' bytes, already known (see `RunBundle.contentDigest`).
+    public static func build(files: [String: [UInt8]], knownDigests: [String: [UInt8]] = [:]) throws -> RunBundle {
+        var dirs = Set<String>()
+        for path in files.keys {
+            var parts = path.split(separator: "/").dropLast()
+            while !parts.isEmpty { dirs.insert(parts.joined(separator: "/")); parts = parts.dropLast() }
+        }
+        // Archive order: sorted by the archive's names (directories end in a slash).
+        let all = (dirs.map { ($0 + "/", true) } + files.keys.map { ($0, false) }).sorted { $0.0 < $1.0 }
+        let contents = all.map { name, isDir in
+            isDir ? RunBundle.Entry(path: String(name.dropLast()), isDirectory: true, bytes: [])
+                : RunBundle.Entry(path: name, isDirectory: false, bytes: files[name]!)
+        }
+        return RunBundle(contents: contents, knownDigests: knownDigests)
+    }
+
+    /// The gzip'd tar of the entries.
+    static func archive(_ contents: [RunBundle.Entry]) throws -> [UInt8] {
+        try LazyLibrary.require(.archive)
         guard let a = archive_write_new() else { throw RunnerError(.internalError, "libarchive could not allocate a writer.") }
         defer { archive_write_free(a) }
         let sink = ByteSink()
@@ -32,27 +107,21 @@ public enum BundleBuilder {
             return la_ssize_t(len)
         }, nil, nil), a, "open the archive")
 
-        var dirs = Set<String>()
-        for path in files.keys {
-            var parts = path.split(separator: "/").dropLast()
-            while !parts.isEmpty { dirs.insert(parts.joined(separator: "/")); parts = parts.dropLast() }
-        }
-        let all = (dirs.map { ($0 + "/", true) } + files.keys.map { ($0, false) }).sorted { $0.0 < $1.0 }
-        var names: [String] = []
-        for (path, isDir) in all {
+        for item in contents {
+            let path = item.isDirectory ? item.path + "/" : item.path
             guard let entry = archive_entry_new() else { throw RunnerError(.internalError, "libarchive could not allocate an entry.") }
             defer { archive_entry_free(entry) }
             archive_entry_set_pathname(entry, path)
             archive_entry_set_mtime(entry, time_t(fixedMTime), 0)
             archive_entry_set_uid(entry, 0)
             archive_entry_set_gid(entry, 0)
-            if isDir {
+            if item.isDirectory {
                 archive_entry_set_filetype(entry, 0o040000)
                 archive_entry_set_perm(entry, 0o755)
                 archive_entry_set_size(entry, 0)
                 try check(archive_write_header(a, entry), a, "write \(path)")
             } else {
-                let data = files[path]!
+                let data = item.bytes
                 archive_entry_set_filetype(entry, 0o100000)
                 archive_entry_set_perm(entry, 0o644)
                 archive_entry_set_size(entry, la_int64_t(data.count))
@@ -60,14 +129,14 @@ public enum BundleBuilder {
                 let written = data.withUnsafeBytes { archive_write_data(a, $0.baseAddress, $0.count) }
                 guard written == data.count else { throw RunnerError(.internalError, "libarchive could not write \(path).") }
             }
-            names.append(path)
         }
         try check(archive_write_close(a), a, "finish the archive")
-        return RunBundle(bytes: sink.bytes, sha256: SHA256.hex(sink.bytes), entries: names)
+        return sink.bytes
     }
 
     /// Extracts a bundle into `directory`, refusing absolute paths, `..` and symlinks that escape.
     public static func extract(_ bundle: RunBundle, into directory: URL) throws {
+        let bytes = try bundle.archive()
         guard let r = archive_read_new(), let w = archive_write_disk_new() else {
             throw RunnerError(.internalError, "libarchive could not allocate a reader.")
         }
@@ -77,7 +146,7 @@ public enum BundleBuilder {
         // Entry names are checked below (relative, no `..`) before being placed under `directory`.
         let flags = ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_PERM
         archive_write_disk_set_options(w, flags)
-        try bundle.bytes.withUnsafeBytes { raw in
+        try bytes.withUnsafeBytes { raw in
             try check(archive_read_open_memory(r, raw.baseAddress, raw.count), r, "read the bundle")
             var entry: OpaquePointer?
             while true {

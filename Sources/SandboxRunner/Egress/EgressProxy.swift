@@ -57,6 +57,7 @@ public final class EgressProxy: @unchecked Sendable {
     /// can be passed through but not listed or written (0711): bubblewrap, running as that uid,
     /// must reach the socket to bind it in, and nobody else may connect to it.
     public static func start(rules: any EgressRules, limits: EgressLimits = EgressLimits(), owner: uid_t? = nil) throws -> EgressProxy {
+        try LazyLibrary.require(.curl)
         let directory = try makeDirectory(passable: owner != nil)
         let path = directory + "/egress.sock"
         func fail(_ what: String) -> RunnerError {

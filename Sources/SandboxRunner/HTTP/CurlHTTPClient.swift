@@ -48,6 +48,7 @@ public final class CurlEasy: @unchecked Sendable {
 
     public init(options: CurlConnectionOptions = CurlConnectionOptions()) throws {
         self.options = options
+        try LazyLibrary.require(.curl)
         _ = Self.globalInit
         guard let h = curl_easy_init() else { throw HTTPError(code: -1, message: "libcurl could not create a handle.") }
         handle = h

@@ -27,10 +27,22 @@ public struct SHA256: Sendable {
         sr_sha256_update(&ctx, bytes.baseAddress, bytes.count)
     }
 
-    public mutating func finalizeHex() -> String {
+    /// The 32-byte digest; the state starts over.
+    public mutating func finalize() -> [UInt8] {
         var digest = [UInt8](repeating: 0, count: 32)
         digest.withUnsafeMutableBufferPointer { sr_sha256_final(&ctx, $0.baseAddress) }
         sr_sha256_init(&ctx)
+        return digest
+    }
+
+    public static func digest<C: Collection>(_ bytes: C) -> [UInt8] where C.Element == UInt8 {
+        var s = SHA256()
+        s.update(bytes)
+        return s.finalize()
+    }
+
+    public mutating func finalizeHex() -> String {
+        let digest = finalize()
         let digits = Array("0123456789abcdef")
         var out = ""
         out.reserveCapacity(64)

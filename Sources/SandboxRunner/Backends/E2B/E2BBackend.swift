@@ -78,7 +78,8 @@ public final class E2BBackend: SandboxBackend, @unchecked Sendable {
             }
         }
 
-        let encoded = job.bundle.bytes.withUnsafeBufferPointer { Data(buffer: $0) }.base64EncodedString()
+        let archive = try job.bundle.archive()
+        let encoded = archive.withUnsafeBufferPointer { Data(buffer: $0) }.base64EncodedString()
         envs["PYTHONUNBUFFERED"] = "1"
         envs["PYTHONDONTWRITEBYTECODE"] = "1"
         // out/ comes back as one stream file beside the run's directory, read through envd.
@@ -91,12 +92,12 @@ public final class E2BBackend: SandboxBackend, @unchecked Sendable {
             script = Self.command(runId: job.runId, unpack: .inline(chunks: chunks.count))
         } else {
             // Too big for one process's environment: upload it once (a warm sandbox keeps it).
-            let archive = "/home/user/bundle-\(job.bundle.sha256.prefix(16)).tar.gz"
+            let path = "/home/user/bundle-\(job.bundle.sha256.prefix(16)).tar.gz"
             if !(warm?.bundles.contains(job.bundle.sha256) ?? false) {
-                try client.upload(sandbox, path: archive, bytes: job.bundle.bytes)
+                try client.upload(sandbox, path: path, bytes: archive)
                 warm?.bundles.insert(job.bundle.sha256)
             }
-            script = Self.command(runId: job.runId, unpack: .file(archive))
+            script = Self.command(runId: job.runId, unpack: .file(path))
         }
         let r = try client.run(sandbox, argv: ["/bin/bash", "-c", script], envs: envs, cwd: "/home/user", timeout: job.timeout,
                                outputLimit: job.outputLimit, onOutput: job.onOutput)

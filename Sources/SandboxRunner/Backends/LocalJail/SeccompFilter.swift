@@ -68,6 +68,7 @@ public enum SeccompFilter {
     static let allowedPersonalities: [UInt32] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff]
 
     static func build() throws -> [UInt8] {
+        try LazyLibrary.require(.seccomp)
         guard let ctx = seccomp_init(sr_seccomp_act_allow()) else {
             throw RunnerError(.internalError, "libseccomp could not allocate a filter; check that libseccomp2 is installed.")
         }
