@@ -32,7 +32,7 @@ let package = Package(
         .target(
             name: "SandboxRunner",
             dependencies: ["CCurl", "CArchive", "CSeccomp", "CSystemShims", "CLazyLink"],
-            exclude: ["Egress/README.md"]
+            exclude: ["Egress/README.md", "Artifacts/README.md"]
         ),
         .target(
             name: "E2BLocal",
