@@ -84,7 +84,7 @@ def smoke(binary: str, network: str) -> tuple[float, float]:
 def main() -> int:
     binary = os.environ.get("SANDBOX_RUNNER_BIN", os.path.join(ROOT, ".build/release/sandbox-runner"))
     queries = max(200, int(os.environ.get("BENCH_QUERIES", "300")))
-    rounds = int(os.environ.get("BENCH_RUNS", "5"))
+    rounds = int(os.environ.get("BENCH_RUNS", "9"))
     ok = True
 
     d, p = latency(binary, queries)
