@@ -96,7 +96,7 @@ final class ConnectionGuard: @unchecked Sendable {
     func mayAccept() -> Bool {
         lock.lock()
         let counted = open - closing
-        let needed = counted + Self.acceptBatch - maxConnections
+        let needed = counted + min(Self.acceptBatch, maxConnections) - maxConnections
         guard needed > 0 else { lock.unlock(); return true }
         let victims = entries.values
             .filter { $0.phase == .idle || $0.phase == .awaitingHead }
