@@ -28,7 +28,7 @@ let package = Package(
         ),
         .target(name: "CSystemShims"),
         // e2b-local's launcher and TLS front: the system OpenSSL (libssl-dev), loaded by CLazyLink.
-        .target(name: "CE2BLocal", dependencies: ["CLazyLink"]),
+        .target(name: "CE2BLocal", dependencies: ["CLazyLink", "CSystemShims"]),
         .target(
             name: "SandboxRunner",
             dependencies: ["CCurl", "CArchive", "CSeccomp", "CSystemShims", "CLazyLink"],

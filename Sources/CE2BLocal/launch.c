@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "CE2BLocal.h"
+#include "CSystemShims.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -55,10 +56,7 @@ int e2bl_spawn(pid_t *pid, const char *path, char *const argv[], char *const env
         }
         int err_high = -1;
         if (stderr_fd >= 0 && (err_high = fcntl(stderr_fd, F_DUPFD_CLOEXEC, 64 + 2 * nfds + 2)) < 0) child_fail(w, errno);
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        for (int s = 1; s < NSIG; s++) sigaction(s, &dfl, NULL);
+        sr_child_default_dispositions();
         if (setsid() < 0) child_fail(w, errno);
         if (limits->cgroup_tasks != NULL) {
             for (const char *const *p = limits->cgroup_tasks; *p != NULL; p++) {
@@ -68,22 +66,12 @@ int e2bl_spawn(pid_t *pid, const char *path, char *const argv[], char *const env
                 close(fd);
             }
         }
-        if (limits->set_limits) {
-            struct rlimit r;
-            r.rlim_cur = r.rlim_max = limits->as_bytes;    if (setrlimit(RLIMIT_AS, &r)) child_fail(w, errno);
-            r.rlim_cur = r.rlim_max = limits->cpu_seconds; if (setrlimit(RLIMIT_CPU, &r)) child_fail(w, errno);
-            r.rlim_cur = r.rlim_max = limits->nproc;       if (setrlimit(RLIMIT_NPROC, &r)) child_fail(w, errno);
-            r.rlim_cur = r.rlim_max = limits->fsize_bytes; if (setrlimit(RLIMIT_FSIZE, &r)) child_fail(w, errno);
-            r.rlim_cur = r.rlim_max = limits->nofile;      if (setrlimit(RLIMIT_NOFILE, &r)) child_fail(w, errno);
-            r.rlim_cur = r.rlim_max = 0;                   if (setrlimit(RLIMIT_CORE, &r)) child_fail(w, errno);
-        }
-        if (limits->set_ids) {
-            if (setgroups(0, NULL) != 0) child_fail(w, errno);
-            if (setresgid(limits->gid, limits->gid, limits->gid) != 0) child_fail(w, errno);
-            if (setresuid(limits->uid, limits->uid, limits->uid) != 0) child_fail(w, errno);
-        }
+        int e;
+        if (limits->set_limits && (e = sr_child_set_rlimits(limits->as_bytes, limits->cpu_seconds, limits->nproc,
+                                                            limits->fsize_bytes, limits->nofile)) != 0) child_fail(w, e);
+        if (limits->set_ids && (e = sr_child_become(limits->uid, limits->gid)) != 0) child_fail(w, e);
         /* A fresh, empty session keyring: nothing the server's session holds is the sandbox's. */
-        if (syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, NULL) < 0 && errno != ENOSYS) child_fail(w, errno);
+        if ((e = sr_child_fresh_keyring()) != 0) child_fail(w, e);
         /* After the id change (which clears it): the sandbox dies with the thread that made it. */
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(w, errno);
         if (getppid() != parent) _exit(127);

@@ -107,8 +107,37 @@ static void sr_child_fail(int fd, int err) {
     _exit(127);
 }
 
+/* The steps of a jailed child between fork and exec that the local jail and e2b-local share;
+ * async-signal-safe; each returns 0 or the errno of the step that failed. */
+int sr_child_set_rlimits(unsigned long long as_bytes, unsigned long long cpu_seconds, unsigned long long nproc,
+                         unsigned long long fsize_bytes, unsigned long long nofile) {
+    const struct { int resource; unsigned long long value; } limits[] = {
+        {RLIMIT_AS, as_bytes}, {RLIMIT_CPU, cpu_seconds}, {RLIMIT_NPROC, nproc},
+        {RLIMIT_FSIZE, fsize_bytes}, {RLIMIT_NOFILE, nofile}, {RLIMIT_CORE, 0},
+    };
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        struct rlimit r;
+        r.rlim_cur = r.rlim_max = limits[i].value;
+        if (setrlimit(limits[i].resource, &r) != 0) return errno;
+    }
+    return 0;
+}
+
+int sr_child_become(unsigned int uid, unsigned int gid) {
+    if (setgroups(0, NULL) != 0) return errno;
+    if (setresgid(gid, gid, gid) != 0) return errno;
+    if (setresuid(uid, uid, uid) != 0) return errno;
+    return 0;
+}
+
+int sr_child_fresh_keyring(void) {
+    /* A fresh anonymous session keyring: nothing of the parent's session is possessed. */
+    if (syscall(SYS_keyctl, SR_KEYCTL_JOIN_SESSION_KEYRING, (char *)NULL) < 0 && errno != ENOSYS) return errno;
+    return 0;
+}
+
 /* Every disposition to default (SIGKILL/SIGSTOP and glibc's internal signals refuse: ignored). */
-static void sr_default_dispositions(void) {
+void sr_child_default_dispositions(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_DFL;
@@ -117,7 +146,7 @@ static void sr_default_dispositions(void) {
 }
 
 void sr_reset_signals(void) {
-    sr_default_dispositions();
+    sr_child_default_dispositions();
     sigset_t none;
     sigemptyset(&none);
     pthread_sigmask(SIG_SETMASK, &none, NULL);
@@ -165,7 +194,7 @@ int sr_spawn_helper(pid_t *pid, const char *path, char *const argv[], char *cons
     }
     if (child == 0) {
         int w = report[1];
-        sr_default_dispositions();
+        sr_child_default_dispositions();
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) sr_child_fail(w, errno);
         /* The parent may have died between fork and prctl: then no signal would ever come. */
         if (getppid() != parent) _exit(127);
@@ -228,7 +257,7 @@ int sr_spawn_jailed(pid_t *pid, const char *path, char *const argv[], char *cons
         int base = 3 + keep + blobs + 3;
         int w = fcntl(report[1], F_DUPFD_CLOEXEC, base);
         if (w < 0) sr_child_fail(report[1], errno);
-        sr_default_dispositions();
+        sr_child_default_dispositions();
         setpgid(0, 0);
 
         /* Descriptors: first everything we need lifted above the targets, then placed. */
@@ -272,25 +301,11 @@ int sr_spawn_jailed(pid_t *pid, const char *path, char *const argv[], char *cons
             }
             if (lseek(want, 0, SEEK_SET) != 0) sr_child_fail(w, errno);
         }
-        if (setup->set_limits) {
-            struct rlimit r;
-            r.rlim_cur = r.rlim_max = setup->as_bytes;    if (setrlimit(RLIMIT_AS, &r)) sr_child_fail(w, errno);
-            r.rlim_cur = r.rlim_max = setup->cpu_seconds; if (setrlimit(RLIMIT_CPU, &r)) sr_child_fail(w, errno);
-            r.rlim_cur = r.rlim_max = setup->nproc;       if (setrlimit(RLIMIT_NPROC, &r)) sr_child_fail(w, errno);
-            r.rlim_cur = r.rlim_max = setup->fsize_bytes; if (setrlimit(RLIMIT_FSIZE, &r)) sr_child_fail(w, errno);
-            r.rlim_cur = r.rlim_max = setup->nofile;      if (setrlimit(RLIMIT_NOFILE, &r)) sr_child_fail(w, errno);
-            r.rlim_cur = r.rlim_max = 0;                  if (setrlimit(RLIMIT_CORE, &r)) sr_child_fail(w, errno);
-        }
-        if (setup->set_ids) {
-            if (setgroups(0, NULL) != 0) sr_child_fail(w, errno);
-            if (setresgid(setup->gid, setup->gid, setup->gid) != 0) sr_child_fail(w, errno);
-            if (setresuid(setup->uid, setup->uid, setup->uid) != 0) sr_child_fail(w, errno);
-        }
-        if (setup->new_keyring) {
-            /* A fresh anonymous session keyring: nothing of the runner's session is possessed. */
-            if (syscall(SYS_keyctl, SR_KEYCTL_JOIN_SESSION_KEYRING, (char *)NULL) < 0 && errno != ENOSYS)
-                sr_child_fail(w, errno);
-        }
+        int e;
+        if (setup->set_limits && (e = sr_child_set_rlimits(setup->as_bytes, setup->cpu_seconds, setup->nproc,
+                                                           setup->fsize_bytes, setup->nofile)) != 0) sr_child_fail(w, e);
+        if (setup->set_ids && (e = sr_child_become(setup->uid, setup->gid)) != 0) sr_child_fail(w, e);
+        if (setup->new_keyring && (e = sr_child_fresh_keyring()) != 0) sr_child_fail(w, e);
         if (cwd != NULL && chdir(cwd) != 0) sr_child_fail(w, errno);
         if (setup->seccomp_bpf != NULL) {
             struct sock_fprog prog = { (unsigned short)(setup->seccomp_len / sizeof(struct sock_filter)),

@@ -26,6 +26,15 @@ int sr_accept_cloexec(int fd);
 
 /* Peak resident set size of this process, in KiB. */
 long sr_peak_rss_kib(void);
+/* Steps of a child between fork and exec (async-signal-safe), shared by the local jail and
+   e2b-local: the run's rlimits (and no core files), dropping to uid/gid with no supplementary
+   groups, joining a fresh session keyring. Each returns 0 or the errno of the failed step. */
+int sr_child_set_rlimits(unsigned long long as_bytes, unsigned long long cpu_seconds, unsigned long long nproc,
+                         unsigned long long fsize_bytes, unsigned long long nofile);
+int sr_child_become(unsigned int uid, unsigned int gid);
+int sr_child_fresh_keyring(void);
+/* Every signal disposition back to default. */
+void sr_child_default_dispositions(void);
 
 /* Bytes the child puts into a memfd of its own (so the runner never holds those descriptors). */
 typedef struct {
