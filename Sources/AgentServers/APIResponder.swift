@@ -151,7 +151,7 @@ struct APIResponder: HTTPResponder {
             h[.contentLength] = nil
             return Response(status: .notModified, headers: h)
         }
-        let fd = FileBox(file.fd)
+        let fd = OwnedFD(file.fd)
         return Response(status: .ok, headers: h, body: ResponseBody(contentLength: a.bytes) { writer in
             defer { fd.close() }
             var left = a.bytes
@@ -383,16 +383,3 @@ extension HTTPField.Name {
 
 struct ArtifactReadFailure: Error {}
 
-/// A descriptor closed exactly once.
-final class FileBox: @unchecked Sendable {
-    let fd: Int32
-    private let lock = NSLock()
-    private var open = true
-    init(_ fd: Int32) { self.fd = fd }
-    func close() {
-        lock.withLock {
-            if open { _ = Glibc.close(fd); open = false }
-        }
-    }
-    deinit { close() }
-}

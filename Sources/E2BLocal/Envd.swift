@@ -245,16 +245,3 @@ extension E2BLocalResponder {
     }
 }
 
-/// A descriptor closed exactly once.
-final class OwnedFD: @unchecked Sendable {
-    let fd: Int32
-    private let lock = NSLock()
-    private var open = true
-    init(_ fd: Int32) { self.fd = fd }
-    func close() {
-        lock.withLock {
-            if open { _ = Glibc.close(fd); open = false }
-        }
-    }
-    deinit { close() }
-}
