@@ -72,6 +72,9 @@ public final class E2BBackend: SandboxBackend, @unchecked Sendable {
             statsLock.lock(); lastRoundTrips = client.roundTrips; statsLock.unlock()
             let w = warm, reuse = keep
             if reuse, let w, let pool {
+                // Announced before the run returns, so that the next run waits for this sandbox
+                // instead of creating another while the return is under way.
+                pool.announceReturn(networkKey: w.networkKey)
                 cleanup.schedule("return E2B sandbox \(sandbox.id) to the warm pool") { pool.release(w, client: client) }
             } else {
                 cleanup.schedule("kill E2B sandbox \(sandbox.id)") { try client.kill(sandbox) }
@@ -222,7 +225,13 @@ public final class E2BWarmPool: @unchecked Sendable {
     let config: E2BConfiguration
     private let condition = NSCondition()
     private var idle: [E2BWarmSandbox] = []
+    /// Sandboxes on their way back to the pool (announced, not yet released), by network key.
+    private var returning: [String: Int] = [:]
+    /// Acquires waiting for one of those, by network key.
+    private var waiting: [String: Int] = [:]
     private var stopped = false
+    /// How long an acquire waits for a returning sandbox before the run creates its own.
+    static let returnWait: TimeInterval = 5
     private var reaper: Thread?
 
     init(config: E2BConfiguration) {
@@ -235,29 +244,57 @@ public final class E2BWarmPool: @unchecked Sendable {
         condition.lock()
         var expired: [E2BWarmSandbox] = []
         var found: E2BWarmSandbox?
-        var others: [E2BWarmSandbox] = []
-        while let w = idle.popLast() {
-            if w.sandbox.endsAt - .now <= minimumLifetime { expired.append(w); continue }
-            if w.networkKey == networkKey { found = w; break }
-            others.append(w)
+        let deadline = Date(timeIntervalSinceNow: Self.returnWait)
+        var counted = false
+        while true {
+            var others: [E2BWarmSandbox] = []
+            while let w = idle.popLast() {
+                if w.sandbox.endsAt - .now <= minimumLifetime { expired.append(w); continue }
+                if w.networkKey == networkKey { found = w; break }
+                others.append(w)
+            }
+            idle += others.reversed()
+            // A run that just ended is handing its sandbox back: taking it is one round trip
+            // where a create would be two (and would leave the pool with a spare). One waiter
+            // per returning sandbox; the others create at once.
+            guard found == nil, !stopped, returning[networkKey, default: 0] > waiting[networkKey, default: 0] - (counted ? 1 : 0) else { break }
+            if !counted { waiting[networkKey, default: 0] += 1; counted = true }
+            if !condition.wait(until: deadline) { break }
         }
-        idle += others.reversed()
+        if counted {
+            waiting[networkKey, default: 1] -= 1
+            if waiting[networkKey] == 0 { waiting[networkKey] = nil }
+        }
         condition.unlock()
         kill(expired)
         return found
     }
 
+    func announceReturn(networkKey: String) {
+        condition.lock(); returning[networkKey, default: 0] += 1; condition.unlock()
+    }
+
+    /// Ends an announced return, whatever became of the sandbox; wakes runs waiting for it.
+    private func returned(networkKey: String) {
+        returning[networkKey, default: 1] -= 1
+        if returning[networkKey] == 0 { returning[networkKey] = nil }
+        condition.broadcast()
+    }
+
+    /// Takes back a sandbox announced with `announceReturn`.
     func release(_ w: E2BWarmSandbox, client: E2BClient) {
         var w = w
         w.idleSince = .now
         // Keep it alive for the idle TTL plus one more run; E2B kills it by itself after that.
         if w.sandbox.endsAt - .now < config.warmIdleTTL + config.lifetimeMargin {
             do { try client.extend(&w.sandbox, lifetime: min(config.warmIdleTTL + config.lifetimeMargin * 4, config.maxSandboxTimeout)) } catch {
+                condition.lock(); returned(networkKey: w.networkKey); condition.unlock()
                 try? client.kill(w.sandbox)
                 return
             }
         }
         condition.lock()
+        returned(networkKey: w.networkKey)
         if stopped || idle.count >= config.warmPoolSize {
             condition.unlock()
             try? client.kill(w.sandbox)
@@ -265,7 +302,6 @@ public final class E2BWarmPool: @unchecked Sendable {
         }
         idle.append(w)
         startReaperIfNeeded()
-        condition.signal()
         condition.unlock()
     }
 
