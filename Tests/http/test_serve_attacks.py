@@ -116,7 +116,11 @@ def test_a_client_that_hangs_up_cancels_its_run():
         assert wait_for(lambda: sandboxes(proc.pid) != [], 15), "the sandbox never started"
         s.close()
         assert wait_for(lambda: sandboxes(proc.pid) == [], 5), "the sandbox outlived its client"
-        # Its slot is free again (one slot, no queue).
+        # Its slot is free again (one slot, no queue), long before the script's 60 s. The slot is
+        # given back after the jail's cleanup, a moment after its processes are gone (CI once
+        # posted in between and got a 429), so wait for /healthz to count it free.
+        assert wait_for(lambda: requests.get(f"{url}/healthz", timeout=5).json()["running"] == 0, 5), \
+            "the run's slot was still held after its sandbox had gone"
         r = requests.post(f"{url}/v1/runs", headers=AUTH, json={"script": "print('{\"ok\": 1}')"}, timeout=30)
         assert r.status_code == 200 and r.json()["data"] == {"ok": 1}
     finally:
