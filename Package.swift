@@ -27,6 +27,9 @@ let package = Package(
             linkerSettings: [.linkedLibrary("dl"), .unsafeFlags(["-L", Context.packageDirectory + "/Sources/CLazyLink/link"])]
         ),
         .target(name: "CSystemShims"),
+        // Registers the server modules' conformance records when serve, mcp or e2b-local starts
+        // (see lazy-conformances.ld, linked into the executable below).
+        .target(name: "CLazyConformances", exclude: ["lazy-conformances.ld"]),
         // e2b-local's launcher and TLS front: the system OpenSSL (libssl-dev), loaded by CLazyLink.
         .target(name: "CE2BLocal", dependencies: ["CLazyLink", "CSystemShims"]),
         .target(
@@ -58,13 +61,20 @@ let package = Package(
                 "SandboxRunner",
                 "E2BLocal",
                 "AgentServers",
+                "CLazyConformances",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The static Swift runtime's link arguments export every symbol of the executable's
             // own objects (~28,000: NIO, MCP, ours); nothing looks them up by name (the runtime
             // and Foundation find metadata through sections, and their own symbols are hidden by
             // --exclude-libs already), and a start-up dladdr in the runtime walks them all.
-            linkerSettings: [.unsafeFlags(["-Xlinker", "--no-export-dynamic"])]
+            // ld.lld (the toolchain's own) for the linker script that keeps the server modules'
+            // conformance records apart until a server command registers them.
+            linkerSettings: [.unsafeFlags([
+                "-Xlinker", "--no-export-dynamic",
+                "-use-ld=lld",
+                "-Xlinker", "-T", "-Xlinker", Context.packageDirectory + "/Sources/CLazyConformances/lazy-conformances.ld",
+            ])]
         ),
         .testTarget(
             name: "SandboxRunnerTests",

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLazyConformances
 import Foundation
 import SandboxRunner
 
@@ -16,4 +17,21 @@ struct SandboxRunnerCommand: AsyncParsableCommand {
                       PostHogLocalCommand.self, SmokeCommand.self, E2BLocalCommand.self, MCPCommand.self, ServeCommand.self,
                       EgressProxyCommand.self]
     )
+
+    /// The commands that never run code of the server modules (Hummingbird, NIO, MCP, e2b-local):
+    /// for them the runtime never sees those modules' conformance records, so that each of their
+    /// failed conformance lookups (argument parsing makes dozens) scans a third fewer. Anything
+    /// else (serve, mcp, e2b-local, help about them, completion scripts, an unknown word) has the
+    /// records registered before parsing. See Sources/CLazyConformances.
+    static let withoutServerModules: Set<String> = [
+        "list", "show", "run", "exec", "extract", "doctor", "posthog-local", "smoke", "egress-proxy", "--version",
+    ]
+
+    static func main() async {
+        let first = CommandLine.arguments.dropFirst().first
+        if first.map({ !withoutServerModules.contains($0) }) ?? true {
+            _ = sr_register_lazy_conformances()
+        }
+        await main(nil)
+    }
 }
