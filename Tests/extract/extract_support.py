@@ -6,27 +6,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools" / "posthog-local"))
+sys.path.insert(0, str(ROOT / "Tests"))
 
-from posthog_local import generator  # noqa: E402
-from posthog_local.timeutil import parse_iso, to_ms  # noqa: E402
-
-BINARY = os.environ.get("SANDBOX_RUNNER_BIN", str(ROOT / ".build" / "debug" / "sandbox-runner"))
-PERSONAL_KEY = "phx_demo_personal_key"
-PROJECT_KEY = "phc_demo_project_key"
-
-
-def demo_data_dir() -> Path:
-    return generator.default_data_dir(generator.DEFAULT_SEED, generator.DEFAULT_USERS, to_ms(parse_iso(generator.DEFAULT_NOW)))
+from posthog_local_client import BINARY, PostHogLocal  # noqa: E402
+from posthog_local_client import serve as serve_posthog_local  # noqa: E402
 
 
 def iso(when: dt.datetime) -> str:
@@ -37,65 +27,30 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class Server:
-    """A posthog-local we started."""
+class Server(PostHogLocal):
+    """A posthog-local we started, for extraction: its runs see no SANDBOX_RUNNER_ settings of ours."""
 
-    def __init__(self, url: str, process: subprocess.Popen[str]) -> None:
-        self.url = url
-        self.process = process
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTHOG_", "SANDBOX_RUNNER_"))}
-        env.update({"POSTHOG_API_URL": self.url, "POSTHOG_INGEST_URL": self.url, "POSTHOG_PERSONAL_API_KEY": PERSONAL_KEY,
-                    "POSTHOG_PROJECT_API_KEY": PROJECT_KEY, "POSTHOG_PROJECT_ID": "1"})
-        return env
-
-    def request(self, method: str, path: str, body: Any = None, auth: bool = False) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, method=method, data=data,
-                                     headers={"Content-Type": "application/json"} if data else {})
-        if auth:
-            req.add_header("Authorization", f"Bearer {PERSONAL_KEY}")
-        with urllib.request.urlopen(req, timeout=60) as answer:
-            raw = answer.read()
-        return json.loads(raw) if raw else None
-
-    def capture(self, events: list[dict[str, Any]]) -> None:
-        """PostHog's capture API (/batch/), the project key in the body."""
-        assert self.request("POST", "/batch/", {"api_key": PROJECT_KEY, "batch": events}) == {"status": 1}
+    def env(self) -> dict[str, str]:  # type: ignore[override]
+        return super().env(drop=("POSTHOG_", "SANDBOX_RUNNER_"))
 
     def hogql(self, query: str, values: dict[str, Any] | None = None) -> list[list[Any]]:
         body = {"query": {"kind": "HogQLQuery", "query": query, "values": values or {}}}
-        return self.request("POST", "/api/projects/1/query/", body, auth=True)["results"]
+        return self.request("POST", "/api/projects/1/query/", body)["results"]
 
     def limits(self, **changes: Any) -> None:
-        self.request("POST", "/_local/limits", changes)
+        self.request("POST", "/_local/limits", changes, auth=False)
 
     def restore_limits(self) -> None:
-        self.request("DELETE", "/_local/limits")
+        self.request("DELETE", "/_local/limits", auth=False)
 
     def faults(self, specs: list[str]) -> None:
-        self.request("DELETE", "/_local/faults")
+        self.request("DELETE", "/_local/faults", auth=False)
         if specs:
-            self.request("POST", "/_local/faults", specs)
+            self.request("POST", "/_local/faults", specs, auth=False)
 
 
 def serve(*extra: str) -> Iterator[Server]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTHOG_")}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "posthog-local" / "server.py"), "--host", "127.0.0.1",
-                             "--port", "0", "--data", str(demo_data_dir()), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        assert "listening on http://" in line, f"posthog-local did not start: {line!r}"
-        yield Server(line.split("listening on ", 1)[1].strip(), proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    yield from serve_posthog_local(*extra, make=Server)  # type: ignore[misc]
 
 
 def event(name: str, when: dt.datetime, **props: Any) -> dict[str, Any]:
