@@ -35,42 +35,13 @@ def fresh_keys() -> tuple[str, str]:
     return "phx_" + secrets.token_hex(20), "phc_" + secrets.token_hex(20)
 
 
-class Listener:
-    """A TCP listener on the host's loopback that records every connection it accepts."""
+class _Recorder:
+    """Accepts connections on `sock` on a thread of its own and counts them; answers each with
+    `reply` (nothing when empty) and closes it."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            try:
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\nhost secrets")
-            finally:
-                conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class AbstractSocket:
-    """A Unix socket in the host's abstract namespace (no file: only a network namespace hides it)."""
-
-    def __init__(self) -> None:
-        self.name = "sandbox-runner-egress-test-" + secrets.token_hex(6)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind("\0" + self.name)
-        self.sock.listen(4)
+    def __init__(self, sock: socket.socket, reply: bytes = b"") -> None:
+        self.sock = sock
+        self.reply = reply
         self.accepted = 0
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -81,10 +52,36 @@ class AbstractSocket:
             except OSError:
                 return
             self.accepted += 1
-            conn.close()
+            try:
+                if self.reply:
+                    conn.sendall(self.reply)
+            finally:
+                conn.close()
 
     def close(self) -> None:
         self.sock.close()
+
+
+class Listener(_Recorder):
+    """A TCP listener on the host's loopback that records every connection it accepts."""
+
+    def __init__(self) -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        self.port = sock.getsockname()[1]
+        super().__init__(sock, b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\nhost secrets")
+
+
+class AbstractSocket(_Recorder):
+    """A Unix socket in the host's abstract namespace (no file: only a network namespace hides it)."""
+
+    def __init__(self) -> None:
+        self.name = "sandbox-runner-egress-test-" + secrets.token_hex(6)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind("\0" + self.name)
+        sock.listen(4)
+        super().__init__(sock)
 
 
 def start_serve() -> tuple[subprocess.Popen[str], int]:
