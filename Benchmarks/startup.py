@@ -118,6 +118,16 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def over_the_floor(med: dict[str, float], case: str, title: str, target_ms: float) -> bool:
+    """Prints `case after` over the bubblewrap floor (and `case before`'s when measured) against
+    its target; True when met."""
+    over = med[f"{case} after"] - med["bwrap floor"]
+    ok = over <= target_ms
+    extra = f" (before {med[f'{case} before'] - med['bwrap floor']:+.1f} ms)" if f"{case} before" in med else ""
+    print(f"  {title}: {over:+.1f} ms{extra}  target <= {target_ms:g} ms: {verdict(ok)}")
+    return ok
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=25)
@@ -175,11 +185,7 @@ def main() -> int:
         med = median_interleaved(cases, args.runs)
         for k, v in med.items():
             print(f"  {k:18s} {v:7.2f} ms")
-        over = med["exec after"] - med["bwrap floor"]
-        ok = over <= 10
-        failed |= not ok
-        extra = f" (before {med['exec before'] - med['bwrap floor']:+.1f} ms)" if args.baseline else ""
-        print(f"  exec over the floor: {over:+.1f} ms{extra}  target <= 10 ms: {verdict(ok)}")
+        failed |= not over_the_floor(med, "exec", "exec over the floor", 10)
 
         # serve: sequential, then concurrent.
         servers = {label: Serve(b, 8, env) for label, b in binaries.items()}
@@ -189,11 +195,7 @@ def main() -> int:
             med = median_interleaved(cases, args.runs)
             for k, v in med.items():
                 print(f"  {k:18s} {v:7.2f} ms")
-            over = med["serve after"] - med["bwrap floor"]
-            ok = over <= 5
-            failed |= not ok
-            extra = f" (before {med['serve before'] - med['bwrap floor']:+.1f} ms)" if args.baseline else ""
-            print(f"  serve (one at a time) over the floor: {over:+.1f} ms{extra}  target <= 5 ms: {verdict(ok)}")
+            failed |= not over_the_floor(med, "serve", "serve (one at a time) over the floor", 5)
 
             n = args.concurrent
             # The bound: the better of as many floors in parallel as CPUs and all n at once.
